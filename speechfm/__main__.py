@@ -1,0 +1,5 @@
+import sys
+
+from speechfm.cli import main
+
+sys.exit(main())
