@@ -1,0 +1,200 @@
+"""Configuration of the shared Conformer encoder, and its named sizes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = [
+    "FRONT_ENDS",
+    "ConformerConfig",
+    "conformer_base",
+    "conformer_large",
+    "conformer_small",
+    "conformer_tiny",
+]
+
+FRONT_ENDS = ("conv2d", "vgg", "stack")
+_POS_TYPES = ("rel_pos", "relative_key", "rotary", "abs", "none")
+
+
+@dataclass(kw_only=True)
+class ConformerConfig:
+    """Everything needed to build a :class:`~speechfm.models.conformer.ConformerEncoder`."""
+
+    input_dim: int = 80
+    """Feature dimension F of the input (fbank bins)."""
+    front_end: str = "conv2d"
+    """Front end: "conv2d" (x4/x6/x8 conv subsampling), "vgg" (x4) or "stack" (frame stacking)."""
+    subsampling_factor: int = 4
+    """Time reduction of the front end: 4, 6, 8 for conv2d; 4 for vgg; the stride for stack."""
+    front_end_channels: int = 256
+    """Conv channels of the conv2d front end (vgg uses half of it, then all of it)."""
+    stack_mode: str = "floor"
+    """Frame stacking length rule: "floor" drops a trailing partial stack, "ceil" zero-fills it."""
+    dim: int = 256
+    """Model width C."""
+    num_layers: int = 12
+    """Number of conformer blocks."""
+    num_heads: int = 4
+    """Attention heads (dim must be divisible by it)."""
+    ffn_dim: int = 1024
+    """Inner size of the macaron feed-forward modules."""
+    conv_kernel: int = 31
+    """Depthwise convolution kernel size (odd)."""
+    conv_causal: bool = False
+    """Causal depthwise convolution (left padding only); required for streaming."""
+    conv_norm: str = "layer_norm"
+    """Norm after the depthwise conv: "layer_norm" (exact under streaming) or "batch_norm"."""
+    conv_bias: bool = True
+    """Biases in the convolution module's three convolutions."""
+    pos_type: str = "rel_pos"
+    """Positional scheme: "rel_pos", "relative_key", "rotary", "abs" or "none"."""
+    rel_left_max: int = 64
+    """relative_key: largest distinct distance into the past (frames)."""
+    rel_right_max: int = 8
+    """relative_key: largest distinct distance into the future (frames)."""
+    rotary_base: float = 10000.0
+    """rotary: frequency base."""
+    dropout: float = 0.1
+    """Dropout on the front-end output, inside FFNs and on every sub-module output."""
+    attn_dropout: float = 0.0
+    """Dropout on attention weights."""
+    layer_drop: float = 0.0
+    """Stochastic depth: per-sample probability of skipping a block in training."""
+    final_norm: bool = False
+    """Apply a LayerNorm after the last block (each block already ends in one)."""
+    layer_norm_eps: float = 1e-5
+    """Epsilon of every LayerNorm."""
+    chunk_size: int = -1
+    """Default attention chunk size in frames after subsampling; -1 = full context."""
+    left_context: int = -1
+    """Default left context in frames after subsampling; -1 = unlimited."""
+    dynamic_chunk: bool = False
+    """Dynamic chunk training: draw a chunk size per training batch (WeNet/icefall)."""
+    dynamic_chunk_max: int = 25
+    """Dynamic chunk training: largest chunk size drawn."""
+    dynamic_full_prob: float = 0.5
+    """Dynamic chunk training: probability of a full-context batch."""
+    dynamic_left_context: bool = False
+    """Dynamic chunk training: also draw a left context (whole chunks)."""
+    gradient_checkpointing: bool = False
+    """Recompute block activations in the backward pass to save memory."""
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first inconsistent field."""
+        if self.input_dim <= 0:
+            raise ValueError(f"input_dim must be positive, got {self.input_dim}")
+        if self.front_end not in FRONT_ENDS:
+            raise ValueError(f"front_end must be one of {FRONT_ENDS}, got {self.front_end!r}")
+        if self.front_end == "conv2d" and self.subsampling_factor not in (4, 6, 8):
+            raise ValueError(
+                f"conv2d subsampling_factor must be 4, 6 or 8, got {self.subsampling_factor}"
+            )
+        if self.front_end == "vgg" and self.subsampling_factor != 4:
+            raise ValueError(f"vgg subsampling_factor must be 4, got {self.subsampling_factor}")
+        if self.front_end == "stack" and self.subsampling_factor < 1:
+            raise ValueError(
+                f"stack subsampling_factor must be >= 1, got {self.subsampling_factor}"
+            )
+        if self.stack_mode not in ("floor", "ceil"):
+            raise ValueError(f"stack_mode must be 'floor' or 'ceil', got {self.stack_mode!r}")
+        if self.front_end_channels <= 0:
+            raise ValueError(f"front_end_channels must be positive, got {self.front_end_channels}")
+        if self.dim <= 0 or self.num_layers < 0 or self.num_heads <= 0 or self.ffn_dim <= 0:
+            raise ValueError(
+                "dim, num_heads and ffn_dim must be positive and num_layers >= 0, got "
+                f"{self.dim}, {self.num_heads}, {self.ffn_dim}, {self.num_layers}"
+            )
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if self.conv_kernel < 1 or self.conv_kernel % 2 == 0:
+            raise ValueError(f"conv_kernel must be odd and positive, got {self.conv_kernel}")
+        if self.conv_norm not in ("layer_norm", "batch_norm"):
+            raise ValueError(
+                f"conv_norm must be 'layer_norm' or 'batch_norm', got {self.conv_norm!r}"
+            )
+        if self.pos_type not in _POS_TYPES:
+            raise ValueError(f"pos_type must be one of {_POS_TYPES}, got {self.pos_type!r}")
+        if self.pos_type in ("rel_pos", "abs") and self.dim % 2:
+            raise ValueError(f"{self.pos_type} positions need an even dim, got {self.dim}")
+        if self.pos_type == "rotary" and (self.dim // self.num_heads) % 2:
+            raise ValueError(
+                f"rotary positions need an even head dim, got {self.dim // self.num_heads}"
+            )
+        if self.rel_left_max < 0 or self.rel_right_max < 0:
+            raise ValueError(
+                f"rel_left_max/rel_right_max must be >= 0, got {self.rel_left_max}/{self.rel_right_max}"
+            )
+        for name in ("dropout", "attn_dropout", "dynamic_full_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if not 0.0 <= self.layer_drop < 1.0:
+            raise ValueError(f"layer_drop must be in [0, 1), got {self.layer_drop}")
+        if self.chunk_size == 0 or self.chunk_size < -1:
+            raise ValueError(f"chunk_size must be positive or -1, got {self.chunk_size}")
+        if self.left_context < -1:
+            raise ValueError(f"left_context must be >= 0 or -1, got {self.left_context}")
+        if self.dynamic_chunk_max < 1:
+            raise ValueError(f"dynamic_chunk_max must be >= 1, got {self.dynamic_chunk_max}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-serialisable) for saving next to a checkpoint."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConformerConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a typo must not pass)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown ConformerConfig fields: {unknown}")
+        config = cls(**data)
+        config.validate()
+        return config
+
+
+def conformer_tiny() -> ConformerConfig:
+    """A few-thousand-parameter encoder for unit tests and smoke runs."""
+    return ConformerConfig(
+        dim=32,
+        num_layers=2,
+        num_heads=4,
+        ffn_dim=64,
+        conv_kernel=5,
+        front_end_channels=8,
+        dropout=0.0,
+    )
+
+
+def conformer_small() -> ConformerConfig:
+    """~20M parameters: 12 x 256, 4 heads, FFN 1024 (icefall/ESPnet "small")."""
+    return ConformerConfig(dim=256, num_layers=12, num_heads=4, ffn_dim=1024, conv_kernel=31)
+
+
+def conformer_base() -> ConformerConfig:
+    """~100M parameters: 16 x 512, 8 heads, FFN 2048."""
+    return ConformerConfig(dim=512, num_layers=16, num_heads=8, ffn_dim=2048, conv_kernel=31)
+
+
+def conformer_large() -> ConformerConfig:
+    """w2v-BERT 2.0 dimensions (~580M): 24 x 1024, 16 heads, FFN 4096, causal kernel 31,
+    Shaw relative_key positions (64 left / 8 right) over 160-dim stacked fbank."""
+    return ConformerConfig(
+        input_dim=80,
+        front_end="stack",
+        subsampling_factor=2,
+        dim=1024,
+        num_layers=24,
+        num_heads=16,
+        ffn_dim=4096,
+        conv_kernel=31,
+        conv_causal=True,
+        conv_bias=False,
+        pos_type="relative_key",
+        rel_left_max=64,
+        rel_right_max=8,
+        dropout=0.0,
+        layer_drop=0.1,
+    )

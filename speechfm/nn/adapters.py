@@ -1,0 +1,343 @@
+"""Parameter-efficient adapters and the named insertion points that host them.
+
+A layer that supports adapters owns an :class:`AdapterSlots`: a set of named *points*, each
+holding any number of adapters keyed by name and, optionally, by language.  The layer calls
+the slots at fixed places of its forward; adding, removing or switching adapters never edits
+layer code.  Three kinds of point exist:
+
+- residual points (``after_ffn1``, ``after_attn``, ``after_conv``, ``after_ffn2``,
+  ``after_block``): an adapter maps a hidden state ``h`` (N, T, C) to a correction, and the
+  layer continues with ``h + adapter(h)`` (Houlsby et al.);
+- input points (``parallel``, ``attn_q``, ``attn_k``, ``attn_v``, ``attn_out``): the adapter
+  reads the input of a sub-module and its output is added to that sub-module's output (the
+  parallel adapter of He et al.; LoRA on a linear layer);
+- prefix points (``prompt``): the adapter returns learned frames (P, C) prepended to the
+  sequence before the layer and dropped after it (deep prompt tuning).
+
+An adapter factory is any callable ``factory(in_dim, out_dim) -> nn.Module``, e.g.
+``functools.partial(BottleneckAdapter, bottleneck=64)`` or ``functools.partial(LoRA, rank=8)``.
+Which adapters run is chosen per forward call by an :class:`AdapterContext`: all of them by
+default, a subset by name, and language-keyed ones only for the batch's language.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = [
+    "Adapter",
+    "AdapterContext",
+    "AdapterSlots",
+    "BottleneckAdapter",
+    "LoRA",
+    "LoRALinear",
+    "PromptTuning",
+    "check_adapter_key",
+    "count_parameters",
+    "freeze_all_but_adapters",
+]
+
+AdapterFactory = Callable[[int, int], nn.Module]
+
+RESIDUAL_POINTS = ("after_ffn1", "after_attn", "after_conv", "after_ffn2", "after_block")
+INPUT_POINTS = ("parallel", "attn_q", "attn_k", "attn_v", "attn_out")
+PREFIX_POINTS = ("prompt",)
+ALL_POINTS = RESIDUAL_POINTS + INPUT_POINTS + PREFIX_POINTS
+
+_LANG_SEP = "@"
+
+
+class Adapter(nn.Module):
+    """Marker base class: parameters of an Adapter stay trainable under
+    :func:`freeze_all_but_adapters` wherever the module sits."""
+
+
+@dataclass(frozen=True)
+class AdapterContext:
+    """Which adapters are active in one forward call.
+
+    Attributes:
+        names: adapter names to run; None = every name.
+        language: the batch's language; adapters keyed by another language are skipped,
+            and language-independent ones always run (subject to ``names``).
+    """
+
+    names: frozenset[str] | None = None
+    language: str | None = None
+
+    @staticmethod
+    def make(names: Collection[str] | str | None, language: str | None) -> AdapterContext:
+        if isinstance(names, str):
+            names = (names,)
+        return AdapterContext(None if names is None else frozenset(names), language)
+
+    def selects(self, name: str, language: str | None) -> bool:
+        if self.names is not None and name not in self.names:
+            return False
+        return language is None or language == self.language
+
+
+_ALL = AdapterContext()
+
+
+def check_adapter_key(kind: str, value: str) -> None:
+    """Raise ValueError unless ``value`` can be an adapter name/language (state-dict safe)."""
+    if not value or "." in value or _LANG_SEP in value:
+        raise ValueError(f"adapter {kind} {value!r} must be non-empty without '.' or '@'")
+
+
+class AdapterSlots(nn.Module):
+    """Named insertion points of one layer, each holding adapters keyed ``name[@language]``.
+
+    Args:
+        points: the point names this layer offers (subset of the module-level points).
+    """
+
+    def __init__(self, points: Iterable[str]) -> None:
+        super().__init__()
+        self.points = tuple(points)
+        self.slots = nn.ModuleDict()
+
+    def add(self, point: str, name: str, module: nn.Module, language: str | None = None) -> None:
+        """Insert ``module`` at ``point`` under ``name`` (and ``language``, if given)."""
+        if point not in self.points:
+            raise ValueError(f"unknown adapter point {point!r}; this layer offers {self.points}")
+        check_adapter_key("name", name)
+        if language is not None:
+            check_adapter_key("language", language)
+        key = name if language is None else f"{name}{_LANG_SEP}{language}"
+        if point not in self.slots:
+            self.slots[point] = nn.ModuleDict()
+        if key in self.slots[point]:
+            raise ValueError(f"adapter {key!r} already exists at point {point!r}")
+        self.slots[point][key] = module
+
+    def remove(self, name: str) -> int:
+        """Remove every adapter called ``name`` (all languages); returns how many."""
+        removed = 0
+        for point in list(self.slots):
+            for key in list(self.slots[point]):
+                if key.split(_LANG_SEP, 1)[0] == name:
+                    del self.slots[point][key]
+                    removed += 1
+            if len(self.slots[point]) == 0:
+                del self.slots[point]
+        return removed
+
+    def names(self) -> set[str]:
+        return {key.split(_LANG_SEP, 1)[0] for point in self.slots for key in self.slots[point]}
+
+    def active(self, point: str, ctx: AdapterContext | None) -> list[nn.Module]:
+        """Adapters at ``point`` selected by ``ctx``; None selects every language-independent
+        adapter (language-keyed ones need the batch's language)."""
+        if point not in self.slots:
+            return []
+        ctx = _ALL if ctx is None else ctx
+        out = []
+        for key, module in self.slots[point].items():
+            name, _, lang = key.partition(_LANG_SEP)
+            if ctx.selects(name, lang or None):
+                out.append(module)
+        return out
+
+    def residual(self, point: str, h: torch.Tensor, ctx: AdapterContext | None) -> torch.Tensor:
+        """``h + sum(adapter(h))`` over the active adapters at a residual point."""
+        for module in self.active(point, ctx):
+            h = h + module(h)
+        return h
+
+    def add_from_input(
+        self, point: str, x: torch.Tensor, y: torch.Tensor, ctx: AdapterContext | None
+    ) -> torch.Tensor:
+        """``y + sum(adapter(x))`` at an input point (``x`` the input that produced ``y``)."""
+        for module in self.active(point, ctx):
+            y = y + module(x)
+        return y
+
+    def prefix(self, ctx: AdapterContext | None) -> torch.Tensor | None:
+        """Concatenated prompt frames (P, C) of the active prompt adapters, or None."""
+        prompts = [module() for module in self.active("prompt", ctx)]
+        if not prompts:
+            return None
+        return torch.cat(prompts, dim=0)
+
+
+class BottleneckAdapter(Adapter):
+    """LayerNorm -> down projection -> ReLU -> up projection (-> dropout).
+
+    ``up`` starts at zero so that inserting the adapter leaves the network unchanged.
+
+    Args:
+        in_dim: C of the input.
+        out_dim: C of the correction (normally ``in_dim``).
+        bottleneck: hidden size B.
+        dropout: dropout on the output.
+        layer_norm: normalise the input first (adapters on un-normalised residual streams
+            train poorly without it).
+
+    Shapes: (N, T, in_dim) -> (N, T, out_dim).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        *,
+        bottleneck: int = 64,
+        dropout: float = 0.0,
+        layer_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(in_dim) if layer_norm else nn.Identity()
+        self.down = nn.Linear(in_dim, bottleneck)
+        self.up = nn.Linear(bottleneck, out_dim)
+        self.dropout = nn.Dropout(dropout)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.up(torch.relu(self.down(self.norm(x)))))
+
+
+class LoRA(Adapter):
+    """Low-rank update ``(alpha / rank) * B A x`` of a linear layer (Hu et al., 2021).
+
+    ``A`` is Kaiming-uniform and ``B`` zero, so the update starts at zero.
+
+    Args:
+        in_dim: input size of the adapted linear layer.
+        out_dim: output size of the adapted linear layer.
+        rank: r.
+        alpha: scaling numerator.
+        dropout: dropout on the input of ``A``.
+
+    Shapes: (..., in_dim) -> (..., out_dim).
+    """
+
+    def __init__(
+        self, in_dim: int, out_dim: int, *, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        if rank <= 0:
+            raise ValueError(f"LoRA rank must be positive, got {rank}")
+        self.rank = rank
+        self.scaling = alpha / rank
+        self.lora_a = nn.Parameter(torch.empty(rank, in_dim))
+        self.lora_b = nn.Parameter(torch.zeros(out_dim, rank))
+        self.dropout = nn.Dropout(dropout)
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+
+    def delta_weight(self) -> torch.Tensor:
+        """(out_dim, in_dim) weight update ``scaling * B @ A``."""
+        return (self.lora_b @ self.lora_a) * self.scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.dropout(x) @ self.lora_a.t() @ self.lora_b.t()) * self.scaling
+
+
+class LoRALinear(nn.Module):
+    """A frozen-able ``nn.Linear`` plus a :class:`LoRA` update: ``base(x) + lora(x)``.
+
+    Args:
+        base: the linear layer to adapt (kept as is; freeze it with
+            :func:`freeze_all_but_adapters`).
+        rank, alpha, dropout: as in :class:`LoRA`.
+    """
+
+    def __init__(
+        self, base: nn.Linear, *, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.base = base
+        self.lora = LoRA(
+            base.in_features, base.out_features, rank=rank, alpha=alpha, dropout=dropout
+        )
+        self.lora.to(device=base.weight.device, dtype=base.weight.dtype)
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.lora(x)
+
+    @torch.no_grad()
+    def merged(self) -> nn.Linear:
+        """A plain ``nn.Linear`` whose weight includes the LoRA update (for deployment)."""
+        out = nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=self.base.bias is not None,
+            device=self.base.weight.device,
+            dtype=self.base.weight.dtype,
+        )
+        out.weight.copy_(self.base.weight + self.lora.delta_weight().to(self.base.weight.dtype))
+        if self.base.bias is not None:
+            out.bias.copy_(self.base.bias)
+        return out
+
+
+class PromptTuning(Adapter):
+    """Learned prefix frames (Lester et al.; deep prompts as in VPT-deep).
+
+    Args:
+        in_dim: model width C.
+        out_dim: must equal ``in_dim`` (present so the class fits the factory signature).
+        num_prompts: P.
+        init_std: standard deviation of the normal initialisation.
+
+    Returns (on call): (P, C).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int | None = None,
+        *,
+        num_prompts: int = 8,
+        init_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        if out_dim is not None and out_dim != in_dim:
+            raise ValueError(f"PromptTuning needs in_dim == out_dim, got {in_dim} and {out_dim}")
+        if num_prompts <= 0:
+            raise ValueError(f"num_prompts must be positive, got {num_prompts}")
+        self.prompts = nn.Parameter(torch.randn(num_prompts, in_dim) * init_std)
+
+    def forward(self) -> torch.Tensor:
+        return self.prompts
+
+
+def _adapter_parameter_ids(module: nn.Module) -> set[int]:
+    ids: set[int] = set()
+    for sub in module.modules():
+        if isinstance(sub, (Adapter, AdapterSlots)):
+            ids.update(id(p) for p in sub.parameters())
+    return ids
+
+
+def freeze_all_but_adapters(module: nn.Module) -> int:
+    """Freeze every parameter except those of adapters (:class:`Adapter` instances and
+    anything held by an :class:`AdapterSlots`).
+
+    Returns:
+        The number of trainable parameters left.
+    """
+    keep = _adapter_parameter_ids(module)
+    for p in module.parameters():
+        p.requires_grad_(id(p) in keep)
+    return count_parameters(module, trainable_only=True)
+
+
+def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
+    """Number of scalar parameters (shared parameters counted once)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

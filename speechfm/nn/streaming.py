@@ -1,0 +1,109 @@
+"""State and helpers for chunk-by-chunk streaming of a Conformer encoder.
+
+Streaming happens at two levels:
+
+1. The front end: raw feature frames arrive in chunks of any size.  A streamable front end
+   (no padding in time) computes output frame ``t`` from raw frames
+   ``[t * stride, t * stride + receptive_field)``; :func:`front_end_step` keeps the raw
+   frames not yet fully consumed and emits exactly the output frames a full-utterance pass
+   would produce.
+2. The blocks: front-end outputs are grouped into chunks of ``chunk_size`` frames; each
+   chunk attends to itself and to a key/value cache of the last ``left_context`` frames
+   per layer, and its causal convolutions continue from a cache of ``kernel - 1`` frames.
+   This equals the full-utterance forward with the matching chunked attention mask.
+
+Streams in a batch advance in lockstep: every call but the last carries the same number of
+frames for all streams; the last (``final=True``) may end each stream at its own length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+__all__ = ["StreamingState", "front_end_step", "trim_kv_cache"]
+
+
+@dataclass
+class StreamingState:
+    """Everything a streaming encoder carries between calls.
+
+    Attributes:
+        chunk_size: frames (after subsampling) per attention chunk.
+        left_context: cached frames per layer; -1 keeps everything.
+        attn_caches: per layer (keys, values), each (N, H, Tc, d).
+        conv_caches: per layer (N, C, kernel - 1) GLU outputs of the last frames.
+        processed: frames (after subsampling) already through the blocks.
+        raw_buffer: (N, t, F) raw frames the front end has not fully consumed, or None.
+        pending: (N, t, C) front-end outputs waiting to fill a chunk, or None.
+        finished: True after the final call.
+    """
+
+    chunk_size: int
+    left_context: int
+    attn_caches: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    conv_caches: list[torch.Tensor] = field(default_factory=list)
+    processed: int = 0
+    raw_buffer: torch.Tensor | None = None
+    pending: torch.Tensor | None = None
+    finished: bool = False
+
+
+def trim_kv_cache(
+    kv: tuple[torch.Tensor, torch.Tensor], left_context: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the last ``left_context`` frames of (keys, values) (N, H, T, d); -1 keeps all."""
+    if left_context < 0:
+        return kv
+    k, v = kv
+    start = k.shape[2] - left_context
+    return k[:, :, start:], v[:, :, start:]
+
+
+def front_end_step(
+    front_end: nn.Module,
+    buffer: torch.Tensor | None,
+    x: torch.Tensor,
+    x_lens: torch.Tensor | None,
+    final: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Feed raw frames to a streamable front end.
+
+    Args:
+        front_end: module with ``receptive_field``, ``time_stride`` and ``streamable``,
+            called as ``front_end(x, x_lens) -> (y, y_lens)``.
+        buffer: (N, b, F) raw frames left from earlier calls, or None.  ``b`` is the same
+            for all streams and the buffer starts at a multiple of ``time_stride``.
+        x: (N, t, F) new raw frames.
+        x_lens: (N,) valid new frames per stream; only the final call may have fewer
+            than ``t``.
+        final: no more frames follow; flush everything.
+
+    Returns:
+        y: (N, t', C) new output frames, or None if there are none.
+        y_lens: (N,) valid new output frames, or None.
+        buffer: the raw frames to keep, or None.
+    """
+    if not getattr(front_end, "streamable", False):
+        raise ValueError(f"{type(front_end).__name__} pads in time and cannot stream exactly")
+    n = x.shape[0]
+    b = 0 if buffer is None else buffer.shape[1]
+    frames = x if buffer is None else torch.cat((buffer, x.to(buffer.dtype)), dim=1)
+    if final:
+        new = torch.full((n,), x.shape[1], dtype=torch.int64, device=x.device)
+        lens = b + (new if x_lens is None else x_lens.to(torch.int64))
+        y, y_lens = front_end(frames, lens)
+        keep = int(y_lens.max()) if n else 0
+        return (y[:, :keep], y_lens, None) if keep else (None, None, None)
+    rf, stride = front_end.receptive_field, front_end.time_stride
+    total = frames.shape[1]
+    count = (total - rf) // stride + 1 if total >= rf else 0
+    if count == 0:
+        return None, None, frames
+    used = (count - 1) * stride + rf
+    lens = torch.full((n,), used, dtype=torch.int64, device=x.device)
+    y, _ = front_end(frames[:, :used], lens)
+    y_lens = torch.full((n,), count, dtype=torch.int64, device=x.device)
+    return y[:, :count], y_lens, frames[:, count * stride :]
