@@ -120,6 +120,12 @@ def run_compute(args: argparse.Namespace) -> int:
         raise DataError(f"{args.cuts}: the CutSet is empty")
     _check_rates(cuts, config.frame_shift, args.cuts)
     args.storage.mkdir(parents=True, exist_ok=True)
+    if args.nj > 1:
+        # knf does the work in the worker processes; torch's intra-op threads in each of
+        # them would only oversubscribe the cores (lhotse warns about exactly this).
+        import torch
+
+        torch.set_num_threads(1)
     try:
         with_feats = cuts.compute_and_store_features(
             extractor=KnfFbankExtractor(config),
