@@ -105,7 +105,8 @@ def _check_rates(cuts, frame_shift: float, path: Path) -> None:
 
 
 def run_compute(args: argparse.Namespace) -> int:
-    from speechfm.features.fbank import FbankConfig, KnfFbankExtractor
+    from speechfm.features.fbank import FbankConfig
+    from speechfm.features.knf_extractor import KnfFbankExtractor
 
     if args.nj < 1:
         raise SpeechfmError(f"--nj must be >= 1, got {args.nj}")

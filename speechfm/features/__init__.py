@@ -17,7 +17,7 @@ _EXPORTS = {
     "FbankConfig": "fbank",
     "compute_fbank": "fbank",
     "TorchFbank": "fbank",
-    "KnfFbankExtractor": "fbank",
+    "KnfFbankExtractor": "knf_extractor",
     "CmvnStats": "cmvn",
     "GlobalCMVN": "cmvn",
     "SpecAugment": "specaug",

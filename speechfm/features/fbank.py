@@ -10,8 +10,11 @@ Three front ends share one :class:`FbankConfig` and give the same numbers:
   Deeper bins (say the empty 4-8 kHz band of upsampled 8 kHz audio) sit at the rounding
   noise of knf's float32 FFT, where knf itself is up to ~3e-3 off an exact float64
   computation; given float64 input, TorchFbank *is* that exact computation (to ~1e-11);
-- :class:`KnfFbankExtractor`: a lhotse ``FeatureExtractor`` around knf so that
-  ``cuts.compute_and_store_features(KnfFbankExtractor(), storage_path, num_jobs=...)`` works.
+- :class:`speechfm.features.knf_extractor.KnfFbankExtractor`: a lhotse ``FeatureExtractor``
+  around knf so that ``cuts.compute_and_store_features(KnfFbankExtractor(), ...)`` works.
+
+This module needs torch and numpy only (kaldi-native-fbank is imported where it is used), so
+models that carry an :class:`FbankConfig` load on hosts without lhotse or knf.
 
 Waveforms are float samples in [-1, 1] (not the int16 range Kaldi binaries see), so log-mel
 values are about 2*log(32768) ~= 20.8 lower than Kaldi's ``compute-fbank-feats`` output.
@@ -22,11 +25,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-import kaldi_native_fbank as knf
 import numpy as np
 import torch
-from lhotse.features.base import FeatureExtractor, register_extractor
-from lhotse.utils import compute_num_frames_from_samples
 from torch import nn
 
 # Kaldi floors log arguments at the single-precision machine epsilon.
@@ -154,8 +154,10 @@ class FbankConfig:
             raise ValueError(f"unknown FbankConfig fields {sorted(unknown)}")
         return cls(**data)
 
-    def to_knf(self) -> knf.FbankOptions:
-        """The equivalent kaldi-native-fbank options."""
+    def to_knf(self):
+        """The equivalent ``kaldi_native_fbank.FbankOptions``."""
+        import kaldi_native_fbank as knf
+
         self.validate()
         opts = knf.FbankOptions()
         fo = opts.frame_opts
@@ -218,6 +220,8 @@ def compute_fbank(samples, sample_rate: int, config: FbankConfig | None = None) 
     x = _as_mono(samples)
     if sample_rate != config.sample_rate:
         x = _resample(x, sample_rate, config.sample_rate)
+    import kaldi_native_fbank as knf
+
     online = knf.OnlineFbank(opts)
     online.accept_waveform(float(config.sample_rate), x)
     online.input_finished()
@@ -424,62 +428,3 @@ class TorchFbank(nn.Module):
         valid = torch.arange(num_frames, device=device)[None, :] < feat_lens[:, None]
         feats = feats.masked_fill(~valid.unsqueeze(-1), 0.0)
         return feats, feat_lens
-
-
-@register_extractor
-class KnfFbankExtractor(FeatureExtractor):
-    """lhotse feature extractor computing :func:`compute_fbank` (kaldi-native-fbank).
-
-    Registered with lhotse (a lhotse requirement for reading extractor configs back) under
-    the name ``speechfm-knf-fbank``. Recordings at another rate than ``config.sample_rate``
-    are resampled with soxr; the frame count then follows lhotse's rule for the recording's
-    own rate (the two differ by at most one frame, fixed by repeating or dropping the last).
-    Requires ``snip_edges=False``, whose frame count is the one lhotse's manifests assume.
-    lhotse also needs the frame shift to be a whole number of samples at the recording's
-    rate (so 22050 Hz audio must be resampled, e.g. to 16 kHz, before storing features).
-    """
-
-    name = "speechfm-knf-fbank"
-    config_type = FbankConfig
-
-    def __init__(self, config: FbankConfig | None = None) -> None:
-        super().__init__(config)
-        self.config.validate()
-        if self.config.snip_edges:
-            raise ValueError(
-                "KnfFbankExtractor needs snip_edges=False: lhotse expects round(S / shift) "
-                "frames per cut"
-            )
-
-    @property
-    def frame_shift(self) -> float:
-        return self.config.frame_shift
-
-    def feature_dim(self, sampling_rate: int) -> int:
-        return self.config.feature_dim
-
-    def extract(self, samples, sampling_rate: int) -> np.ndarray:
-        """(S,) or (channels, S) samples -> float32 (T, C)."""
-        x = _as_mono(samples)
-        feats = compute_fbank(x, sampling_rate, self.config)
-        if sampling_rate != self.config.sample_rate:
-            want = compute_num_frames_from_samples(x.shape[0], self.frame_shift, sampling_rate)
-            if feats.shape[0] > want:
-                feats = feats[:want]
-            elif 0 < feats.shape[0] < want:
-                pad = np.repeat(feats[-1:], want - feats.shape[0], axis=0)
-                feats = np.concatenate([feats, pad], axis=0)
-        return feats
-
-    # Feature-domain mixing (lets lhotse mix cuts that already have these features).
-    @staticmethod
-    def mix(features_a: np.ndarray, features_b: np.ndarray, energy_scaling_factor_b: float):
-        return np.log(
-            np.maximum(
-                _FLOAT_EPS, np.exp(features_a) + energy_scaling_factor_b * np.exp(features_b)
-            )
-        ).astype(np.float32)
-
-    @staticmethod
-    def compute_energy(features: np.ndarray) -> float:
-        return float(np.sum(np.exp(features)))

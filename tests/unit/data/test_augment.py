@@ -126,7 +126,7 @@ def test_speed_perturb_transform_is_seeded(tmp_path):
 def test_precomputed_features_are_dropped_on_augmentation(tmp_path):
     from lhotse import NumpyFilesWriter
 
-    from speechfm.features.fbank import KnfFbankExtractor
+    from speechfm.features.knf_extractor import KnfFbankExtractor
 
     cuts = (
         _cuts(tmp_path, n=2)

@@ -112,7 +112,7 @@ def test_bad_items_are_skipped_and_reported(tmp_path, caplog):
 def test_precomputed_features_are_used(tmp_path):
     from lhotse import NumpyFilesWriter
 
-    from speechfm.features.fbank import KnfFbankExtractor
+    from speechfm.features.knf_extractor import KnfFbankExtractor
 
     cuts = _make_cuts(tmp_path, corrupt=False)
     stored = cuts.compute_and_store_features(

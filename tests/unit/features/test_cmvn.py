@@ -63,7 +63,7 @@ def _tiny_cuts(tmp_path, n: int = 4):
 def test_from_cuts_on_the_fly_and_precomputed(tmp_path):
     from lhotse import NumpyFilesWriter
 
-    from speechfm.features.fbank import KnfFbankExtractor
+    from speechfm.features.knf_extractor import KnfFbankExtractor
 
     cuts = _tiny_cuts(tmp_path)
     feats = [compute_fbank(c.load_audio(), c.sampling_rate) for c in cuts]

@@ -14,11 +14,11 @@ from lhotse.utils import compute_num_frames_from_samples
 
 from speechfm.features.fbank import (
     FbankConfig,
-    KnfFbankExtractor,
     TorchFbank,
     compute_fbank,
     kaldi_mel_banks,
 )
+from speechfm.features.knf_extractor import KnfFbankExtractor
 
 # A bin counts as "above the float32 noise floor" when it is within 80 dB of its frame's
 # total mel energy. Deeper bins (e.g. above 4 kHz in upsampled 8 kHz FSDD audio) are
