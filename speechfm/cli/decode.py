@@ -1,0 +1,51 @@
+"""``speechfm decode``: decode a manifest with a CTC model directory and score it.
+
+    speechfm decode MODEL_DIR --cuts CUTS --out-dir DIR [--method greedy|beam] [--beam 4]
+                    [--group-by lang|speaker|none] [--device cpu] [--max-duration S]
+
+Writes DIR/hyps.txt (Kaldi text), DIR/refs.txt, DIR/errs-<group>-<cer|wer|per>.txt,
+DIR/results.json and DIR/results.md, and prints the per-group table (CER and WER; PER
+and WER for IPA models).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "decode",
+        help="decode a manifest with a CTC model and print per-language CER/WER",
+        description="Decode every cut of a manifest with a CTC model directory, write "
+        "hypotheses, errs files and results.json, and print per-group error rates.",
+    )
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="model directory (exp/.../final)")
+    p.add_argument("--cuts", required=True, help="lhotse manifest to decode (cuts_*.jsonl.gz)")
+    p.add_argument("--out-dir", required=True, help="output folder")
+    p.add_argument("--method", default="greedy", choices=("greedy", "beam"))
+    p.add_argument("--beam", type=int, default=4, help="beam width for --method beam")
+    p.add_argument("--group-by", default="lang", choices=("lang", "speaker", "none"))
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per batch")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--num-threads", type=int, default=0, help="torch threads (0 = all cores)")
+    p.set_defaults(func=_decode)
+
+
+def _decode(args: argparse.Namespace) -> int:
+    import torch
+
+    from speechfm.asr.decode import decode_manifest, format_results_table
+
+    if args.num_threads > 0:
+        torch.set_num_threads(args.num_threads)
+    results = decode_manifest(
+        args.model_dir, args.cuts, args.out_dir, method=args.method, beam=args.beam,
+        group_by=args.group_by, device=args.device, max_duration=args.max_duration,
+        num_workers=args.num_workers,
+    )
+    print(format_results_table(results, title=f"{args.cuts} ({args.method}, "
+                               f"{results['num_utts']} utts, {results['hours']} h)"), end="")
+    print(f"results: {args.out_dir}/results.json")
+    return 0
