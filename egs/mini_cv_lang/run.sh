@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# mini_cv_lang: synthetic 12-language corpus (espeak-ng) -> checked data, fbank, tokenizers.
+# mini_cv_lang: synthetic 12-language corpus (espeak-ng) -> checked data, fbank, tokenizers,
+# then one multilingual CTC model, decoded and scored per language.
 #
 #   ./run.sh                          # all stages, defaults from conf/corpus.conf
 #   ./run.sh --stage 2 --stop-stage 3 --nj 4
 #   ./run.sh --utts-per-lang 40 --data-dir /tmp/mcl   # small copy elsewhere
 #   ./run.sh --stage 4 --exp-dir exp/ctc_bpe --unit bpe --train-args "optimizer.lr=1e-3"
 #
-# Stages (each skipped when its .done marker exists under the data dir):
+# Stages (0-4 are skipped when their .done marker exists; 5-6 always rerun):
 #   0  synthesise the corpus        -> DATA/corpus/{train,dev,test}, cuts_*.jsonl.gz
 #   1  check every split            -> DATA/clean/{split} (Kaldi), DATA/clean/cuts_*.jsonl.gz
 #   2  fbank features + train CMVN  -> DATA/fbank/cuts_*.jsonl.gz, DATA/fbank/cmvn.json
@@ -104,7 +105,8 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ] && [ ! -f "$exp_dir/.train.done" ];
   mkdir -p "$exp_dir"
   echo "$__run_cmd" > "$exp_dir/run_command.txt"
   # Passive OpenMP waits: on a shared CPU, spinning threads of two busy processes stall
-  # each other (measured 5x slower steps with the default policy, none lost when idle).
+  # each other (steps measured 5x slower with the default policy while another job ran
+  # 2 threads on this 2-core machine).
   # shellcheck disable=SC2086  # train_args is a list of key=value words
   OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} speechfm train "$train_conf" --exp-dir "$exp_dir" --resume \
     train_cuts="$data/fbank/cuts_train.jsonl.gz" dev_cuts="$data/fbank/cuts_dev.jsonl.gz" \

@@ -220,20 +220,25 @@ def train_asr(config: AsrTrainConfig, *, resume: bool = False) -> Path:
     scheduler_config = config.scheduler
     if not scheduler_config.total_steps and total_steps:
         scheduler_config = dataclasses.replace(scheduler_config, total_steps=total_steps)
+    # Wrap before building the optimizer: FSDP replaces the parameters with shards.
+    ddp = T.wrap_model(model, info, strategy=config.strategy,
+                       find_unused_parameters=model_config.encoder.layer_drop > 0)
     optimizer = T.create_optimizer(model, config.optimizer)
     scheduler = T.create_scheduler(optimizer, scheduler_config)
+    amp_dtype = T.resolve_amp_dtype(config.amp, info.device)
+    scaler = T.create_grad_scaler(amp_dtype, info.device)
     state = T.TrainState()
     model_avg = T.ModelAverager(model, period=config.average_period)
     ckpts = exp / CKPT_DIR
     parts = dict(optimizer=optimizer, scheduler=scheduler, sampler=sampler, state=state,
-                 model_avg=model_avg)
+                 model_avg=model_avg, scaler=scaler)
     extra: dict[str, Any] = {"train_seconds": 0.0, "skipped_cuts": 0}
     if resume and (latest := T.find_latest_checkpoint(ckpts)) is not None:
         saved = T.load_config(latest)
         if saved.get("model") != dir_config["model"]:
             raise ValueError(f"{latest}: saved model config differs from this run's; "
                              "use another exp_dir or the original settings")
-        loaded = T.load_checkpoint(latest, model=model, **parts)
+        loaded = T.load_checkpoint(latest, model=ddp, **parts)
         extra.update(loaded.get("extra") or {})
         log.info("resumed from %s (step %d, epoch %d)", latest, state.step, state.epoch)
     elif resume:
@@ -245,10 +250,6 @@ def train_asr(config: AsrTrainConfig, *, resume: bool = False) -> Path:
         log.info("model %s + overrides: %.2fM parameters, vocab %d (%s), targets %s, "
                  "%d threads, device %s", config.model_size, num_params / 1e6,
                  tokenizer.vocab_size, tokenizer.kind, targets, threads, info.device)
-    ddp = T.wrap_model(model, info, strategy=config.strategy,
-                       find_unused_parameters=model_config.encoder.layer_drop > 0)
-    amp_dtype = T.resolve_amp_dtype(config.amp, info.device)
-    scaler = T.create_grad_scaler(amp_dtype, info.device)
     logger = T.TrainLogger(exp, enabled=info.is_main, total_steps=config.max_steps,
                            start_step=state.step, progress=config.progress,
                            log_every=config.log_every)
@@ -300,7 +301,7 @@ def train_asr(config: AsrTrainConfig, *, resume: bool = False) -> Path:
         logger.log_scalars({f"{tag}/{k}": v for k, v in result.items() if k != "count"},
                            state.step)
         logger.write(f"step {state.step}: {tag} loss {result['loss']:.4f} "
-                     + " ".join(f"{k.upper()} {100 * result[k]:.2f}%" for k in ("cer", "wer", "per")
+                     + " ".join(f"{k.upper()} {100 * result[k]:.2f}%" for k in ("cer", "per", "wer")
                                 if k in result))
         return result
 
@@ -315,7 +316,7 @@ def train_asr(config: AsrTrainConfig, *, resume: bool = False) -> Path:
         extra["train_seconds"] = elapsed()
         T.save_checkpoint(ckpts, T.checkpoint_name(step=state.step), model=ddp, config=dir_config,
                           tokenizer=tokenizer, extra=extra, keep_last=config.keep_last,
-                          scaler=scaler, **parts)
+                          **parts)
 
     def out_of_time() -> bool:
         flag = torch.tensor(
@@ -469,7 +470,12 @@ def _export_final(config, model_config, dir_config, tokenizer, targets, dev_cuts
     if n > 1:
         makers["checkpoints"] = lambda: T.average_checkpoints(ckpts[-n:])
     if len(ckpts) > n:
-        makers["model_avg"] = lambda: T.average_between(ckpts[-n - 1], ckpts[-1])
+        try:
+            between = T.average_between(ckpts[-n - 1], ckpts[-1])
+        except ValueError as e:  # no averaging update between the two (average_period)
+            log.info("no model_avg candidate: %s", e)
+        else:
+            makers["model_avg"] = lambda: between
     wanted = config.average
     if wanted != "auto" and wanted not in makers:
         log.warning("average=%s needs more checkpoints than the %d kept; exporting the last "

@@ -120,3 +120,20 @@ def test_ipa_words_are_phone_groups():
     assert _for_unit("h ə | l oʊ", "word", "ipa") == "hə loʊ"
     assert _for_unit("h ə | l oʊ", "phone", "ipa") == "h ə | l oʊ"
     assert _for_unit("ab ba", "word", "text") == "ab ba"
+
+
+def test_wall_clock_and_epoch_budgets_stop_with_a_checkpoint(corpus, tmp_path):
+    exp = tmp_path / "clock"
+    train_asr(_config(corpus, exp, dev_cuts=None, max_steps=None, max_minutes=1e-6,
+                      average="last"))
+    summary = json.loads((exp / "train_summary.json").read_text())
+    assert summary["stop_reason"] == "max_minutes" and summary["steps"] == 1
+    assert (exp / "checkpoints" / "step-000001").is_dir() and (exp / "final").is_dir()
+
+    exp = tmp_path / "epochs"
+    train_asr(_config(corpus, exp, dev_cuts=None, max_steps=None, num_epochs=2,
+                      average="last"))
+    summary = json.loads((exp / "train_summary.json").read_text())
+    assert summary["stop_reason"] == "num_epochs" and summary["epochs_completed"] == 2
+    # 6 cuts of 0.6-0.8 s in batches of at most 3 s: 2 updates per epoch
+    assert summary["steps"] == 4
