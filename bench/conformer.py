@@ -1,17 +1,12 @@
 """Throughput of the speechfm Conformer encoder against transformers' ``Wav2Vec2BertModel``.
 
-Both encoders are built at the same configuration (width, layers, heads, FFN size, causal
-depthwise kernel without conv biases, Shaw ``relative_key`` positions with the same
-left/right clipping, LayerNorm + linear feature projection of 160-dim stacked fbank, every
-dropout and layer drop off), the HF weights are copied into ours and the outputs compared,
-then forward (eval, no grad) and forward+backward (train mode) are timed on the same padded
-batch in the same process, alternating the two models every iteration so that load from
-other processes hits both alike.  The reported ratio is ours/HF throughput (= HF time /
-our time); > 1 means speechfm is faster.
-
-On CUDA the bf16 autocast variants are timed too, and model FLOP utilisation (MFU) is
-computed from an analytic FLOP count (:func:`encoder_flops`) and the device's peak dense
-bf16 FLOP/s (:data:`PEAK_BF16_FLOPS`, or ``--peak-tflops``).
+Both encoders are built at the same configuration (dims, heads, FFN, causal depthwise kernel
+without conv biases, Shaw ``relative_key`` positions with the same clipping, LayerNorm +
+linear projection of 160-dim stacked fbank, dropouts off); HF's weights are copied into ours
+and the outputs compared; then forward (eval) and forward+backward (train mode) are timed on
+the same padded batch, alternating the models every iteration so that outside load hits both
+alike.  Ratio = ours/HF throughput (> 1: speechfm is faster).  On CUDA, bf16 autocast rows
+and MFU (analytic :func:`encoder_flops` over :data:`PEAK_BF16_FLOPS`) are added.
 
 Usage (repository root)::
 
@@ -69,8 +64,8 @@ SECTION_TITLE = "## Conformer encoder vs transformers Wav2Vec2BertModel"
 PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
     ("gb200", 2.5e15),
     ("b200", 2.25e15),
-    ("h200", 989e12),
     ("gh200", 989e12),
+    ("h200", 989e12),
     ("h100 pcie", 756e12),
     ("h100 nvl", 835e12),
     ("h100", 989e12),
@@ -80,7 +75,6 @@ PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
     ("l40s", 362e12),
     ("l40", 181e12),
     ("l4", 121e12),
-    ("a10", 125e12),
     ("rtx 4090", 165e12),
 )
 
@@ -174,18 +168,18 @@ class BenchConfig:
 
 @dataclass
 class Batch:
-    """The same padded batch in both models' input formats."""
+    """The same padded batch in both models' input formats.
+
+    ``fbank`` (N, 2T, 80) zero past ``fbank_lens`` (N,) is speechfm's input; ``stacked``
+    (N, T, 160), the same frames in pairs, with ``mask`` (N, T) int64 is HF's; ``lens`` (N,)
+    counts valid stacked frames.
+    """
 
     fbank: torch.Tensor
-    """(N, 2T, 80) fbank frames, zero past each length (speechfm input)."""
     fbank_lens: torch.Tensor
-    """(N,) int64 valid fbank frames (even)."""
     stacked: torch.Tensor
-    """(N, T, 160) the same frames stacked in pairs (HF input_features)."""
     mask: torch.Tensor
-    """(N, T) int64, 1 on valid stacked frames (HF attention_mask)."""
     lens: torch.Tensor
-    """(N,) int64 valid stacked frames."""
 
 
 @dataclass
@@ -246,6 +240,8 @@ class BenchResult:
     """Largest |ours - HF| over valid output frames (fp32, eval, same weights)."""
     rows: list[Row]
     threads: int
+    hf_attn: str
+    """The attention implementation HF actually ran."""
     load: tuple[float, float]
     """1-minute load average of the machine before and after timing (other processes)."""
 
@@ -305,8 +301,6 @@ def hf_config(cfg: BenchConfig):
         apply_spec_augment=False,
         mask_time_prob=0.0,  # else the model owns a masked_spec_embed vector
         mask_feature_prob=0.0,
-        add_adapter=False,
-        use_intermediate_ffn_before_adapter=False,
     )
     config._attn_implementation = cfg.hf_attn_implementation
     return config
@@ -371,7 +365,12 @@ def build_models(cfg: BenchConfig, device: torch.device):
     from speechfm.models.conformer import create_conformer_encoder
 
     torch.manual_seed(cfg.seed)
-    hf = Wav2Vec2BertModel(hf_config(cfg))
+    config = hf_config(cfg)
+    try:
+        hf = Wav2Vec2BertModel(config)
+    except ValueError:  # older transformers: no SDPA path for this model
+        config._attn_implementation = "eager"
+        hf = Wav2Vec2BertModel(config)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     with torch.no_grad():
         for p in hf.parameters():
@@ -460,10 +459,8 @@ def _sync(device: torch.device) -> Callable[[], None]:
 
 
 def _minor_faults() -> int:
-    try:
-        import resource
-    except ImportError:  # not on this platform
-        return 0
+    import resource  # Unix only, like the benchmark's CPU numbers
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
@@ -618,6 +615,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] | None = None) ->
         max_abs_diff=diff,
         rows=rows,
         threads=torch.get_num_threads(),
+        hf_attn=hf.config._attn_implementation,
         load=(load_before, _load_average()),
     )
 
@@ -654,7 +652,8 @@ def format_report(result: BenchResult, command: str | None = None) -> str:
     import transformers
 
     cfg = result.config
-    kind = "GPU" if result.device_type == "cuda" else f"CPU, {result.threads} threads"
+    plural = "" if result.threads == 1 else "s"
+    kind = "GPU" if result.device_type == "cuda" else f"CPU, {result.threads} thread{plural}"
     lines = [
         f"### {datetime.date.today().isoformat()}: {cfg.num_layers} x {cfg.dim}, batch "
         f"{cfg.batch_size} x {cfg.seconds:g} s on {result.device_name} ({kind})",
@@ -665,7 +664,7 @@ def format_report(result: BenchResult, command: str | None = None) -> str:
         lines.append(f"- command: `{env + ' ' if env else ''}{command}`")
     lines += [
         f"- device: {result.device_name}; torch {torch.__version__}, transformers "
-        f"{transformers.__version__} (attention: {cfg.hf_attn_implementation}); "
+        f"{transformers.__version__} (attention: {result.hf_attn}); "
         f"threads {result.threads}; load average {result.load[0]:.2f} before, "
         f"{result.load[1]:.2f} after timing",
         f"- config: {cfg.num_layers} layers x {cfg.dim}, {cfg.num_heads} heads, FFN "
@@ -709,23 +708,17 @@ def append_to_section(path: Path, text: str, title: str = SECTION_TITLE) -> None
     sections are left untouched, so several benchmarks can share one RESULTS.md.
     """
     path = Path(path)
-    content = path.read_text() if path.exists() else "# speechfm benchmarks\n"
-    lines = content.splitlines()
-    try:
-        start = lines.index(title)
-    except ValueError:
-        body = content.rstrip("\n") + f"\n\n{title}\n\n{text.rstrip()}\n"
-        path.write_text(body)
-        return
+    text_in = path.read_text() if path.exists() else "# speechfm benchmarks\n"
+    lines = text_in.rstrip("\n").splitlines()
+    if title not in lines:
+        lines += ["", title]
+    start = lines.index(title)
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    section = "\n".join(lines[start:end]).rstrip("\n")
-    before = "\n".join(lines[:start])
-    after = "\n".join(lines[end:])
-    parts = [before.rstrip("\n"), "", section, "", text.rstrip()]
-    new = "\n".join(parts).lstrip("\n") + "\n"
-    if after:
-        new += "\n" + after.rstrip("\n") + "\n"
-    path.write_text(new)
+    head, tail = lines[:end], lines[end:]
+    while head and not head[-1].strip():
+        head.pop()
+    out = [*head, "", *text.rstrip("\n").splitlines(), *(["", *tail] if tail else [])]
+    path.write_text("\n".join(out) + "\n")
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -737,20 +730,20 @@ GPU_DEFAULTS: dict[str, Any] = dict(
     dim=1024, num_layers=24, num_heads=16, ffn_dim=4096, batch_size=8, warmup=5, iters=20
 )
 
-# CLI flag -> BenchConfig field, for the flags whose default depends on the device.
+# Flags whose default depends on the device: flag -> (BenchConfig field, help).
 _SIZE_FLAGS = {
-    "dim": "dim",
-    "layers": "num_layers",
-    "heads": "num_heads",
-    "ffn_dim": "ffn_dim",
-    "kernel": "conv_kernel",
-    "left_max": "rel_left_max",
-    "right_max": "rel_right_max",
-    "batch_size": "batch_size",
-    "seconds": "seconds",
-    "min_fraction": "min_fraction",
-    "warmup": "warmup",
-    "iters": "iters",
+    "--dim": ("dim", "model width"),
+    "--layers": ("num_layers", "conformer blocks"),
+    "--heads": ("num_heads", "attention heads"),
+    "--ffn-dim": ("ffn_dim", "FFN inner size"),
+    "--kernel": ("conv_kernel", "depthwise kernel (odd)"),
+    "--left-max": ("rel_left_max", "relative_key left clipping"),
+    "--right-max": ("rel_right_max", "relative_key right clipping"),
+    "--batch-size": ("batch_size", "utterances per batch"),
+    "--seconds": ("seconds", "longest utterance (s)"),
+    "--min-fraction": ("min_fraction", "shortest / longest utterance"),
+    "--warmup": ("warmup", "untimed iterations per model and mode"),
+    "--iters": ("iters", "timed iterations per model and mode"),
 }
 
 
@@ -762,18 +755,8 @@ def _parser() -> argparse.ArgumentParser:
         f"CUDA {GPU_DEFAULTS['num_layers']} x {GPU_DEFAULTS['dim']}, batch "
         f"{GPU_DEFAULTS['batch_size']} x {d.seconds:g} s."
     )
-    p.add_argument("--dim", type=int, help="model width")
-    p.add_argument("--layers", type=int, help="conformer blocks")
-    p.add_argument("--heads", type=int, help="attention heads")
-    p.add_argument("--ffn-dim", type=int, help="FFN inner size")
-    p.add_argument("--kernel", type=int, help="depthwise kernel (odd)")
-    p.add_argument("--left-max", type=int, help="relative_key left clipping")
-    p.add_argument("--right-max", type=int, help="relative_key right clipping")
-    p.add_argument("--batch-size", type=int, help="utterances per batch")
-    p.add_argument("--seconds", type=float, help="longest utterance (s)")
-    p.add_argument("--min-fraction", type=float, help="shortest / longest utterance")
-    p.add_argument("--warmup", type=int, help="untimed iterations per model and mode")
-    p.add_argument("--iters", type=int, help="timed iterations per model and mode")
+    for flag, (name, text) in _SIZE_FLAGS.items():
+        p.add_argument(flag, dest=name, type=type(getattr(d, name)), help=text)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda[:i]")
     p.add_argument(
@@ -796,10 +779,9 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     fields: dict[str, Any] = dict(GPU_DEFAULTS) if device.startswith("cuda") else {}
-    for flag, name in _SIZE_FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            fields[name] = value
+    for name, _ in _SIZE_FLAGS.values():
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
     return BenchConfig(
         **fields,
         threads=args.threads,
