@@ -1,8 +1,10 @@
-"""speechfm.decode: CTC search and scoring.
+"""speechfm.decode: CTC and transducer search, and scoring.
 
 - :mod:`speechfm.decode.ctc`: ``ctc_greedy_search``, ``ctc_greedy_hypotheses``,
   ``ctc_prefix_beam_search``, ``ctc_forced_align``, ``word_timestamps``,
   ``CtcHypothesis``, ``WordTimestamp``;
+- :mod:`speechfm.decode.transducer`: ``greedy_search``, ``modified_beam_search``,
+  ``TransducerStream``, ``TransducerHypothesis``;
 - :mod:`speechfm.decode.scoring`: ``score``, ``score_by_group``, ``write_errs``,
   ``results_table_markdown``, ``ScoreResult``, ``UttAlignment``.
 
@@ -29,17 +31,25 @@ _EXPORTS = {
     "score_by_group": "speechfm.decode.scoring",
     "split_units": "speechfm.decode.scoring",
     "write_errs": "speechfm.decode.scoring",
+    "TransducerHypothesis": "speechfm.decode.transducer",
+    "TransducerStream": "speechfm.decode.transducer",
+    "greedy_search": "speechfm.decode.transducer",
+    "modified_beam_search": "speechfm.decode.transducer",
 }
 
 __all__ = [
     "CtcHypothesis",
     "ScoreResult",
+    "TransducerHypothesis",
+    "TransducerStream",
     "UttAlignment",
     "WordTimestamp",
     "ctc_forced_align",
     "ctc_greedy_hypotheses",
     "ctc_greedy_search",
     "ctc_prefix_beam_search",
+    "greedy_search",
+    "modified_beam_search",
     "results_table_markdown",
     "score",
     "score_by_group",
@@ -66,6 +76,12 @@ if TYPE_CHECKING:
         score_by_group,
         split_units,
         write_errs,
+    )
+    from speechfm.decode.transducer import (
+        TransducerHypothesis,
+        TransducerStream,
+        greedy_search,
+        modified_beam_search,
     )
 
 
