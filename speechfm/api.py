@@ -10,6 +10,11 @@
     model.transcribe(samples, sample_rate=44100, timestamps=True)   # -> Transcript
     model.embed("a.wav", layers=(6, -1))                    # -> [(T', C), (T', C)]
 
+    stream = speechfm.load("exp/transducer/final").stream()  # transducers: live audio
+    for piece, rate in microphone():                         # pieces of any size and rate
+        partial = stream.accept_waveform(piece, rate)       # -> text so far
+    stream.finalize()                                        # -> the final text
+
 A model directory holds ``config.json`` (``{"family": ..., "model": <model config dict>,
 "tokenizer": "tokenizer", "frame_shift_s": ..., "speechfm_version": ...}``),
 ``model.safetensors`` (weights, CMVN statistics included) and the tokenizer directory;
@@ -45,13 +50,16 @@ from speechfm.decode.ctc import (
 )
 from speechfm.errors import AudioError, DataError, SpeechfmError
 
-__all__ = ["METHODS", "SpeechModel", "Transcript", "WordTimestamp", "load"]
+__all__ = ["METHODS", "AudioStream", "SpeechModel", "Transcript", "WordTimestamp", "load"]
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
 METHODS = ("greedy", "beam")
 """Search methods :meth:`SpeechModel.transcribe` accepts."""
+DEFAULT_STREAM_CHUNK = 16
+"""Encoder frames per chunk of :meth:`SpeechModel.stream` for a full-context encoder
+(0.64 s at a 40 ms frame shift)."""
 
 AudioInput = str | os.PathLike | np.ndarray | torch.Tensor | tuple
 """One audio input: a path, an array/tensor (with ``sample_rate=``), or ``(array, rate)``."""
@@ -123,8 +131,44 @@ def _build_ctc(model_config: dict[str, Any], where: Path) -> tuple[nn.Module, Se
     return create_ctc_model(config), _ctc_search
 
 
+def _as_ctc_hypothesis(hyp) -> CtcHypothesis:
+    """A transducer hypothesis in the CTC hypothesis' shape (each token on one frame)."""
+    probs = getattr(hyp, "token_log_probs", None) or []
+    return CtcHypothesis(
+        tokens=list(hyp.tokens),
+        token_frames=list(hyp.frames),
+        token_end_frames=list(hyp.frames),
+        token_confidences=[float(np.exp(p)) for p in probs],
+        score=float(hyp.score),
+    )
+
+
+def _transducer_search(
+    module: nn.Module, feats: torch.Tensor, feat_lens: torch.Tensor, method: str, beam: int
+) -> list[CtcHypothesis]:
+    from speechfm.decode.transducer import greedy_search, modified_beam_search
+
+    enc, enc_lens = module(feats, feat_lens)
+    if method == "greedy":
+        hyps = greedy_search(module, enc, enc_lens)
+    else:
+        hyps = [n[0] for n in modified_beam_search(module, enc, enc_lens, beam=beam)]
+    return [_as_ctc_hypothesis(h) for h in hyps]
+
+
+def _build_transducer(model_config: dict[str, Any], where: Path) -> tuple[nn.Module, SearchFn]:
+    from speechfm.models.transducer import TransducerModelConfig, create_transducer_model
+
+    try:
+        config = TransducerModelConfig.from_dict(model_config)
+    except (ValueError, TypeError, KeyError) as e:
+        raise DataError(f"{where}: invalid transducer model config: {e}") from e
+    return create_transducer_model(config), _transducer_search
+
+
 _LOADERS: dict[str, Callable[[dict[str, Any], Path], tuple[nn.Module, SearchFn]]] = {
     "ctc": _build_ctc,
+    "transducer": _build_transducer,
 }
 """Model family (config.json's ``"family"``) -> builder of (module, search function).
 
@@ -512,7 +556,8 @@ class SpeechModel:
                 ``(samples, sample_rate)`` tuple; or a list of any of these.
             sample_rate: rate in Hz of array inputs given without their own rate (files
                 carry theirs). Any rate works: inputs are resampled with soxr.
-            method: ``"greedy"`` (best path) or ``"beam"`` (prefix beam search).
+            method: ``"greedy"`` (best path) or ``"beam"`` (CTC: prefix beam search;
+                transducer: modified beam search).
             beam: beam width for ``method="beam"``.
             timestamps: return :class:`Transcript` objects with word/token times.
             confidences: return :class:`Transcript` objects (confidences included).
@@ -587,3 +632,154 @@ class SpeechModel:
 
         out = self._batches(waves, batch_size, encode)
         return out[0] if single else out
+
+    def stream(
+        self,
+        *,
+        method: str = "greedy",
+        beam: int = 4,
+        chunk_size: int | None = None,
+        left_context: int | None = None,
+    ) -> AudioStream:
+        """Start recognising one live audio stream (transducer models).
+
+        Args:
+            method: ``"greedy"`` or ``"beam"`` (modified beam search).
+            beam: beam width for ``method="beam"``.
+            chunk_size: encoder frames per attention chunk (latency = chunk x
+                ``frame_shift_s``); default: the encoder's configured chunk, or
+                :data:`DEFAULT_STREAM_CHUNK` frames for a full-context encoder.
+            left_context: encoder frames of cached left context (-1 = all); default:
+                the model's.
+
+        Returns:
+            An :class:`AudioStream`: feed it pieces with ``accept_waveform``.
+
+        Raises:
+            SpeechfmError: the model is not a transducer (CTC models transcribe whole
+                inputs with :meth:`transcribe`).
+        """
+        if self.family != "transducer":
+            raise SpeechfmError(
+                f"{self.path}: streaming recognition needs a transducer model; this is a "
+                f"{self.family} model (use transcribe())"
+            )
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if chunk_size is None:
+            own = int(getattr(self.module.encoder, "chunk_size", -1) or -1)
+            chunk_size = own if own > 0 else DEFAULT_STREAM_CHUNK
+        return AudioStream(self, method=method, beam=beam, chunk_size=chunk_size,
+                           left_context=left_context)
+
+
+class AudioStream:
+    """Live recognition of one audio stream: pieces of audio in, text so far out.
+
+    Pieces can be of any length (even empty) and at any rate (resampled on the fly with
+    soxr's streaming resampler; all pieces of a stream share one rate). Features come from
+    kaldi-native-fbank's online extractor (the extractor the training features came
+    from); every completed encoder chunk advances the search at once, so the text grows
+    while audio arrives. The final result equals decoding the whole recording with the
+    model's chunked attention. Made by :meth:`SpeechModel.stream`.
+    """
+
+    def __init__(self, model: SpeechModel, *, method: str, beam: int, chunk_size: int | None,
+                 left_context: int | None) -> None:
+        import kaldi_native_fbank as knf
+
+        from speechfm.decode.transducer import TransducerStream
+
+        self._model = model
+        module = model.module
+        self._stream = TransducerStream(
+            module, method="greedy" if method == "greedy" else "modified_beam", beam=beam,
+            chunk_size=chunk_size, left_context=left_context,
+        )
+        self._fbank = knf.OnlineFbank(module.fbank.config.to_knf())
+        self._frames_used = 0
+        self._rate: int | None = None
+        self._resampler: Any = None
+        self.num_samples = 0
+        """Samples accepted so far, at the model's rate."""
+        self.finished = False
+        """True after :meth:`finalize`."""
+
+    @property
+    def num_frames(self) -> int:
+        """Encoder frames decoded so far (``x frame_shift_s`` = audio recognised)."""
+        return self._stream.num_frames
+
+    @property
+    def text(self) -> str:
+        """The text recognised so far."""
+        return self._model.tokenizer.decode(self._stream.result().tokens)
+
+    def _feed(self, x: np.ndarray) -> None:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.size:
+            self._fbank.accept_waveform(float(self._model.sample_rate), x)
+            self.num_samples += x.size
+        ready = self._fbank.num_frames_ready
+        if ready > self._frames_used:
+            frames = np.stack([self._fbank.get_frame(i) for i in range(self._frames_used, ready)])
+            self._stream.accept_features(torch.from_numpy(frames))
+            self._frames_used = ready
+
+    def accept_waveform(self, samples: Any, sample_rate: int | None = None) -> str:
+        """Feed the next piece of audio.
+
+        Args:
+            samples: (S,) or (channels, S) floats in [-1, 1] or PCM integers (S may be 0).
+            sample_rate: the piece's rate in Hz; required on the first piece, and later
+                pieces must keep it (None = the stream's rate).
+
+        Returns:
+            The text recognised so far.
+
+        Raises:
+            AudioError: no rate, a changed rate, non-finite samples, a finished stream.
+        """
+        if self.finished:
+            raise AudioError("this stream is finalized; start a new one with model.stream()")
+        rate = self._rate if sample_rate is None else sample_rate
+        if rate is None:
+            raise AudioError("the first audio piece needs its sample_rate (Hz)")
+        if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+            raise AudioError(f"sample rate must be a positive integer (Hz), got {rate!r}")
+        if self._rate is None:
+            self._rate = int(rate)
+            if self._rate != self._model.sample_rate:
+                import soxr
+
+                self._resampler = soxr.ResampleStream(self._rate, self._model.sample_rate, 1,
+                                                      dtype="float32")
+        elif rate != self._rate:
+            raise AudioError(f"audio piece at {rate} Hz in a stream started at {self._rate} Hz")
+        name = f"audio piece at sample {self.num_samples}"
+        if (_is_array(samples) and samples.shape[-1] == 0) or np.size(samples) == 0:
+            return self.text
+        x = _to_float_mono(samples, name).astype(np.float32)
+        if self._resampler is not None:
+            x = self._resampler.resample_chunk(x)
+        self._feed(x)
+        return self.text
+
+    def finalize(self, *, timestamps: bool = False) -> str | Transcript:
+        """End of audio: flush the resampler, the last feature frames and the last chunk.
+
+        Args:
+            timestamps: return a :class:`Transcript` (word and token times, confidences)
+                instead of the text.
+        """
+        if not self.finished:
+            if self._resampler is not None:
+                self._feed(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+            self._fbank.input_finished()
+            self._feed(np.zeros(0, np.float32))
+            hyp = self._stream.finalize()
+            self.finished = True
+            self._hyp = _as_ctc_hypothesis(hyp)
+        if timestamps:
+            return self._model._transcript(self._hyp, self.num_samples / self._model.sample_rate)
+        return self._model.tokenizer.decode(self._hyp.tokens)

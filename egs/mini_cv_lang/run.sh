@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # mini_cv_lang: synthetic 12-language corpus (espeak-ng) -> checked data, fbank, tokenizers,
-# then one multilingual CTC model, decoded and scored per language.
+# then one multilingual CTC model and one streaming-capable transducer, decoded and scored
+# per language.
 #
 #   ./run.sh                          # all stages, defaults from conf/corpus.conf
 #   ./run.sh --stage 2 --stop-stage 3 --nj 4
 #   ./run.sh --utts-per-lang 40 --data-dir /tmp/mcl   # small copy elsewhere
 #   ./run.sh --stage 4 --exp-dir exp/ctc_bpe --unit bpe --train-args "optimizer.lr=1e-3"
 #
-# Stages (0-4 are skipped when their .done marker exists; 5-6 always rerun):
+# Stages (0-4 and 7 are skipped when their .done marker exists; 5-6, 8-9 always rerun):
 #   0  synthesise the corpus        -> DATA/corpus/{train,dev,test}, cuts_*.jsonl.gz
 #   1  check every split            -> DATA/clean/{split} (Kaldi), DATA/clean/cuts_*.jsonl.gz
 #   2  fbank features + train CMVN  -> DATA/fbank/cuts_*.jsonl.gz, DATA/fbank/cmvn.json
@@ -16,6 +17,10 @@
 #      (resumes from EXP/checkpoints when interrupted; EXP/.train.done when finished)
 #   5  decode dev and test (greedy, or --decode-method beam) -> EXP/decode_<method>/{dev,test}
 #   6  per-language CER/WER tables + run details -> EXP/RESULTS.md (or --results-md FILE)
+#   7  train a streaming-capable transducer (pruned RNN-T, recipes/transducer) -> TEXP/final
+#   8  decode dev and test with it: greedy and modified beam (full context), and streaming
+#      greedy chunk by chunk (--stream-chunk encoder frames) -> TEXP/decode_*/{dev,test}
+#   9  per-language tables of the three decodings -> TEXP/RESULTS.md
 set -euo pipefail
 __run_cmd="$0 $*"
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -32,6 +37,10 @@ unit=char            # char | bpe | ipa: which stage-3 tokenizer the model predi
 decode_method=greedy # greedy | beam
 beam=4
 results_md=          # default EXP/RESULTS.md
+transducer_exp_dir=exp/transducer   # TEXP
+transducer_conf=../../recipes/transducer/configs/mini_cv_lang.yaml
+transducer_args=     # extra key=value overrides for the transducer recipe
+stream_chunk=16      # streaming decoding: encoder frames per chunk (x 40 ms)
 . conf/corpus.conf
 . ../utils/parse_options.sh
 . ../utils/log.sh
@@ -128,6 +137,39 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   python local/write_results.py --exp-dir "$exp_dir" --decode-dir "$decode_dir" \
     --splits dev,test --out "${results_md:-$exp_dir/RESULTS.md}" \
     --run-command "$exp_dir/run_command.txt" --title "mini_cv_lang: multilingual CTC ($unit units)"
+fi
+
+texp=$transducer_exp_dir
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ] && [ ! -f "$texp/.train.done" ]; then
+  log "Stage 7: train a transducer ($transducer_conf, $unit units) -> $texp"
+  mkdir -p "$texp"
+  echo "$__run_cmd" > "$texp/run_command.txt"
+  # shellcheck disable=SC2086  # transducer_args is a list of key=value words
+  OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} python ../../recipes/transducer/train.py \
+    "$transducer_conf" --exp-dir "$texp" --resume \
+    train_cuts="$data/fbank/cuts_train.jsonl.gz" dev_cuts="$data/fbank/cuts_dev.jsonl.gz" \
+    tokenizer="$lang_dir" cmvn="$data/fbank/cmvn.json" $transducer_args
+  touch "$texp/.train.done"
+fi
+
+if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
+  for split in dev test; do
+    log "Stage 8: decode $split with the transducer (greedy, beam $beam, streaming chunk $stream_chunk)"
+    cuts=$data/fbank/cuts_$split.jsonl.gz
+    speechfm decode "$texp/final" --cuts "$cuts" --out-dir "$texp/decode_greedy/$split" --group-by lang
+    speechfm decode "$texp/final" --cuts "$cuts" --out-dir "$texp/decode_beam/$split" \
+      --method beam --beam "$beam" --group-by lang
+    speechfm decode "$texp/final" --cuts "$cuts" --out-dir "$texp/decode_streaming_c$stream_chunk/$split" \
+      --streaming --chunk-size "$stream_chunk" --group-by lang
+  done
+fi
+
+if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
+  log "Stage 9: write $texp/RESULTS.md"
+  python local/write_results.py --exp-dir "$texp" --decode-dir "$texp/decode_greedy" \
+    --decode-dir "$texp/decode_beam" --decode-dir "$texp/decode_streaming_c$stream_chunk" \
+    --splits dev,test --out "$texp/RESULTS.md" --run-command "$texp/run_command.txt" \
+    --title "mini_cv_lang: multilingual transducer ($unit units), offline and streaming"
 fi
 
 log "Done (stages $stage..$stop_stage, data in $data)"

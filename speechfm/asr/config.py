@@ -1,13 +1,16 @@
-"""Configuration of CTC ASR training: :class:`AsrTrainConfig`, YAML loading, overrides.
+"""Configuration of ASR training (CTC or transducer): :class:`AsrTrainConfig`, YAML, overrides.
 
 Configuration comes from YAML (:func:`load_train_config`) with ``key=value`` overrides on
 dotted paths (``optimizer.lr=2e-3``, ``model.encoder.num_layers=8``); values are parsed as
 YAML and converted to the field's type (so ``1e-3``, which YAML 1.1 reads as a string,
 still becomes a float), and unknown keys are errors naming their dotted path.
 
-The model is a named size (``ctc_tiny`` ... ``ctc_large``) with the ``model`` mapping's
-overrides applied field by field (:func:`build_model_config`); the vocabulary size always
-comes from the tokenizer.
+The model is a named size (``ctc_tiny`` ... ``ctc_large``, ``transducer_tiny`` ...
+``transducer_large``) with the ``model`` mapping's overrides applied field by field
+(:func:`build_model_config`); the size's prefix is the model family; the vocabulary size
+always comes from the tokenizer. Transducers train with ``transducer_loss``
+(:class:`~speechfm.losses.transducer.TransducerLossConfig`: pruned by default, icefall's
+weights and warm-up).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from speechfm.errors import DataError
+from speechfm.losses.transducer import TransducerLossConfig
 from speechfm.train.optim import OptimizerConfig
 from speechfm.train.schedulers import SchedulerConfig
 
@@ -32,18 +36,22 @@ __all__ = [
     "apply_overrides",
     "build_model_config",
     "config_from_dict",
+    "create_model",
+    "family_of",
     "load_train_config",
     "model_dir_config",
 ]
 
-MODEL_SIZES = ("ctc_tiny", "ctc_small", "ctc_base", "ctc_large")
+MODEL_SIZES = ("ctc_tiny", "ctc_small", "ctc_base", "ctc_large", "transducer_tiny",
+               "transducer_small", "transducer_base", "transducer_large")
+FAMILIES = ("ctc", "transducer")
 _TARGETS = ("auto", "text", "ipa")
 _AVERAGE = ("auto", "last", "checkpoints", "model_avg")
 
 
 @dataclass(kw_only=True)
 class AsrTrainConfig:
-    """Everything ``speechfm train`` needs for a CTC ASR run."""
+    """Everything ``speechfm train`` needs for an ASR run (CTC or transducer)."""
 
     # --- data -------------------------------------------------------------------------
     train_cuts: str
@@ -75,9 +83,11 @@ class AsrTrainConfig:
     log-mel features, which is what a gain does to fbank (recordings at other levels)."""
     # --- model ------------------------------------------------------------------------
     model_size: str = "ctc_small"
-    """Named size to start from: ctc_tiny, ctc_small, ctc_base or ctc_large."""
+    """Named size to start from: ctc_{tiny,small,base,large} or transducer_{tiny,small,base,large}."""
     model: dict[str, Any] = field(default_factory=dict)
-    """Overrides of CtcModelConfig fields, nested (``{"encoder": {"dim": 144}, "specaugment": false}``)."""
+    """Overrides of the model config's fields, nested (``{"encoder": {"dim": 144}, "specaugment": false}``)."""
+    transducer_loss: TransducerLossConfig = field(default_factory=TransducerLossConfig)
+    """Transducers: pruned (default) or full RNN-T loss and its weights (ignored for CTC)."""
     # --- optimisation -----------------------------------------------------------------
     optimizer: OptimizerConfig = field(
         default_factory=lambda: OptimizerConfig(lr=1e-3, weight_decay=1e-3)
@@ -172,6 +182,7 @@ class AsrTrainConfig:
         if self.average in ("model_avg", "auto") and self.keep_last < 2:
             raise ValueError("average model_avg/auto needs keep_last >= 2 (a start checkpoint)")
         self.optimizer.validate()
+        self.transducer_loss.validate()
         needs_total = self.scheduler.kind == "cosine" or (
             self.scheduler.kind == "tri_stage" and self.scheduler.phase_ratios is not None
         )
@@ -188,6 +199,11 @@ class AsrTrainConfig:
         else:
             self.scheduler.validate()
         build_model_config(self, vocab_size=2)  # model_size and every override
+
+    @property
+    def family(self) -> str:
+        """The model family, "ctc" or "transducer" (the prefix of ``model_size``)."""
+        return family_of(self.model_size)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON-serialisable)."""
@@ -388,14 +404,34 @@ def load_train_config(
     return config
 
 
-def _named_size(name: str, vocab_size: int):
-    from speechfm.models import ctc
+def family_of(model_size: str) -> str:
+    """"ctc" or "transducer" for a named size.
 
-    sizes = {"ctc_tiny": ctc.ctc_tiny, "ctc_small": ctc.ctc_small, "ctc_base": ctc.ctc_base,
-             "ctc_large": ctc.ctc_large}
-    if name not in sizes:
-        raise ValueError(f"model_size must be one of {MODEL_SIZES}, got {name!r}")
-    return sizes[name](vocab_size)
+    Raises:
+        ValueError: not one of :data:`MODEL_SIZES`.
+    """
+    if model_size not in MODEL_SIZES:
+        raise ValueError(f"model_size must be one of {MODEL_SIZES}, got {model_size!r}")
+    return model_size.split("_", 1)[0]
+
+
+def _named_size(name: str, vocab_size: int):
+    from speechfm.models import ctc, transducer
+
+    module = ctc if family_of(name) == "ctc" else transducer
+    return getattr(module, name)(vocab_size)
+
+
+def create_model(model_config):
+    """Build the model of a CTC or transducer model config (by its type)."""
+    from speechfm.models.ctc import CtcModelConfig, create_ctc_model
+    from speechfm.models.transducer import TransducerModelConfig, create_transducer_model
+
+    if isinstance(model_config, CtcModelConfig):
+        return create_ctc_model(model_config)
+    if isinstance(model_config, TransducerModelConfig):
+        return create_transducer_model(model_config)
+    raise TypeError(f"not an ASR model config: {type(model_config).__name__}")
 
 
 def _override_dataclass(obj: Any, overrides: Mapping[str, Any], where: str) -> Any:
@@ -415,7 +451,8 @@ def _override_dataclass(obj: Any, overrides: Mapping[str, Any], where: str) -> A
 
 
 def build_model_config(config: AsrTrainConfig, vocab_size: int):
-    """The :class:`CtcModelConfig` of ``config``: the named size with ``model`` overrides applied.
+    """The model config of ``config`` (a :class:`CtcModelConfig` or
+    :class:`TransducerModelConfig`): the named size with ``model`` overrides applied.
 
     Raises:
         ValueError: an unknown size or key, ``vocab_size`` among the overrides (it comes
@@ -429,12 +466,14 @@ def build_model_config(config: AsrTrainConfig, vocab_size: int):
 
 
 def model_dir_config(model_config) -> dict[str, Any]:
-    """The ``config.json`` of a CTC model directory (see the module doc)."""
+    """The ``config.json`` of a model directory: ``{"family", "model", "tokenizer",
+    "frame_shift_s", "speechfm_version"}``."""
     from speechfm import __version__
 
+    model = model_config.to_dict()
     return {
-        "family": "ctc",
-        "model": model_config.to_dict(),
+        "family": model["family"],
+        "model": model,
         "tokenizer": "tokenizer",
         "frame_shift_s": model_config.frame_shift_s,
         "speechfm_version": __version__,

@@ -1,4 +1,5 @@
-"""Decode a manifest with a CTC model directory and score it, per language (or speaker).
+"""Decode a manifest with a CTC or transducer model directory and score it, per language
+(or speaker).
 
 ``decode_manifest(model_dir, cuts, out_dir)`` writes into ``out_dir``::
 
@@ -13,7 +14,12 @@ Orthographic models (bpe/unigram/char tokenizers) get CER and WER against the
 tokenizer-normalised transcript; IPA models get PER against ``custom["ipa"]`` and a WER
 whose words are the phone groups between ``|`` separators.
 
-Also the pieces the trainer validates with: :func:`load_asr_model`, :func:`evaluate_ctc`.
+Searches: CTC greedy / prefix beam; transducer greedy / modified beam, offline or
+streaming (``streaming=True``: every utterance fed to a
+:class:`~speechfm.decode.transducer.TransducerStream` in pieces, chunk by chunk with
+cached encoder state, exactly as a live stream would be).
+
+Also the pieces the trainer validates with: :func:`load_asr_model`, :func:`evaluate_asr`.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from speechfm.errors import DataError
 
 __all__ = [
     "decode_manifest",
+    "evaluate_asr",
     "evaluate_ctc",
     "format_results_table",
     "load_asr_model",
@@ -74,19 +81,21 @@ def _for_unit(text: str, unit: str, targets: str) -> str:
 
 
 def load_asr_model(model_dir: str | Path, *, device: str | torch.device = "cpu"):
-    """Rebuild a CTC model directory (final export or training checkpoint).
+    """Rebuild a CTC or transducer model directory (final export or training checkpoint).
 
     Returns:
         ``(model, tokenizer, config)``: the model in eval mode on ``device``, its tokenizer
         and the parsed config.json.
 
     Raises:
-        DataError: the directory lacks config.json, weights or tokenizer, or is not a CTC
-            model.
+        DataError: the directory lacks config.json, weights or tokenizer, or is not an
+            ASR model.
     """
     from safetensors.torch import load_file
 
-    from speechfm.models.ctc import CtcModelConfig, create_ctc_model
+    from speechfm.asr.config import create_model
+    from speechfm.models.ctc import CtcModelConfig
+    from speechfm.models.transducer import TransducerModelConfig
     from speechfm.text import load_tokenizer
 
     model_dir = Path(model_dir)
@@ -99,9 +108,15 @@ def load_asr_model(model_dir: str | Path, *, device: str | torch.device = "cpu")
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DataError(f"{config_path}: not valid JSON ({e})") from e
-    if config.get("family") != "ctc":
-        raise DataError(f"{config_path}: family {config.get('family')!r} is not a CTC model")
-    model = create_ctc_model(CtcModelConfig.from_dict(config["model"]))
+    classes = {"ctc": CtcModelConfig, "transducer": TransducerModelConfig}
+    family = config.get("family")
+    if family not in classes:
+        raise DataError(f"{config_path}: family {family!r} is not an ASR model "
+                        f"(expected one of {sorted(classes)})")
+    try:
+        model = create_model(classes[family].from_dict(config["model"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{config_path}: invalid {family} model config: {e}") from e
     try:
         model.load_state_dict(load_file(str(weights)))
     except RuntimeError as e:
@@ -136,6 +151,40 @@ def _references(batch: Mapping[str, Any], targets: str, tokenizer) -> list[str |
     return [None if t is None else tokenizer.normalize(t) for t in texts]
 
 
+def is_transducer(model) -> bool:
+    """True for a transducer (it has a predictor), False for a CTC model."""
+    return hasattr(model, "predictor")
+
+
+def _transducer_search(model, enc, enc_lens, *, method: str, beam: int,
+                       max_sym_per_frame: int = 1) -> list[list[int]]:
+    from speechfm.decode.transducer import greedy_search, modified_beam_search
+
+    if method == "greedy":
+        hyps = greedy_search(model, enc, enc_lens, max_sym_per_frame=max_sym_per_frame)
+        return [h.tokens for h in hyps]
+    nbest = modified_beam_search(model, enc, enc_lens, beam=beam,
+                                 max_sym_per_frame=max_sym_per_frame)
+    return [n[0].tokens if n else [] for n in nbest]
+
+
+def _stream_search(model, feats, x_lens, *, method: str, beam: int, chunk_size: int | None,
+                   left_context: int | None, piece_frames: int, max_sym_per_frame: int = 1
+                   ) -> list[list[int]]:
+    """Each utterance through a TransducerStream, ``piece_frames`` feature frames at a time."""
+    from speechfm.decode.transducer import TransducerStream
+
+    out = []
+    for n, length in enumerate(x_lens.tolist()):
+        stream = TransducerStream(model, method="greedy" if method == "greedy" else "modified_beam",
+                                  beam=beam, max_sym_per_frame=max_sym_per_frame,
+                                  chunk_size=chunk_size, left_context=left_context)
+        for start in range(0, length, piece_frames):
+            stream.accept_features(feats[n, start:min(length, start + piece_frames)])
+        out.append(stream.finalize().tokens)
+    return out
+
+
 def _search(log_probs, out_lens, *, method: str, beam: int, blank: int) -> list[list[int]]:
     from speechfm.decode import ctc_greedy_search, ctc_prefix_beam_search
 
@@ -146,10 +195,13 @@ def _search(log_probs, out_lens, *, method: str, beam: int, blank: int) -> list[
 
 
 @torch.no_grad()
-def evaluate_ctc(model, cuts, tokenizer, *, targets: str, device: str | torch.device = "cpu",
-                 max_duration: float = 200.0, world_size: int = 1, rank: int = 0
-                 ) -> dict[str, float]:
-    """Dev loss (per token) and greedy error rates of ``model`` over ``cuts``.
+def evaluate_asr(model, cuts, tokenizer, *, targets: str, device: str | torch.device = "cpu",
+                 max_duration: float = 200.0, world_size: int = 1, rank: int = 0,
+                 step: int | None = None, loss_config=None) -> dict[str, float]:
+    """Dev loss (per token) and greedy error rates of a CTC or transducer ``model`` over ``cuts``.
+
+    A transducer's loss is its training loss (``loss_config``, with the weights of training
+    ``step``; default: the full warm-up done).
 
     Under data parallelism pass ``world_size``/``rank`` on every rank: each scores its
     share and the sums are all-reduced, so every rank returns the same numbers. With the
@@ -176,15 +228,21 @@ def evaluate_ctc(model, cuts, tokenizer, *, targets: str, device: str | torch.de
             refs = [_references(batch, targets, tokenizer)[i] for i in keep]
             feats = batch["features"][keep].to(device)
             x_lens = batch["x_lens"][keep].to(device)
-            log_probs, out_lens = model(feats, x_lens)
-            padded, y_lens = pad_targets([tokenizer.encode(r) for r in refs], device=log_probs.device)
-            _, per_utt = ctc_loss(log_probs, out_lens, padded, y_lens, blank=tokenizer.blank_id,
-                                  reduction="none", zero_infinity=True)
-            finite = torch.isfinite(per_utt)
-            sums[0] += float(per_utt[finite].sum())
-            sums[1] += float(y_lens[finite].sum())
-            hyps = [tokenizer.decode(t) for t in
-                    _search(log_probs, out_lens, method="greedy", beam=1, blank=tokenizer.blank_id)]
+            ids = [tokenizer.encode(r) for r in refs]
+            if is_transducer(model):
+                tokens = _evaluate_transducer_batch(model, feats, x_lens, ids, sums, step=step,
+                                                    loss_config=loss_config)
+            else:
+                log_probs, out_lens = model(feats, x_lens)
+                padded, y_lens = pad_targets(ids, device=log_probs.device)
+                _, per_utt = ctc_loss(log_probs, out_lens, padded, y_lens, blank=tokenizer.blank_id,
+                                      reduction="none", zero_infinity=True)
+                finite = torch.isfinite(per_utt)
+                sums[0] += float(per_utt[finite].sum())
+                sums[1] += float(y_lens[finite].sum())
+                tokens = _search(log_probs, out_lens, method="greedy", beam=1,
+                                 blank=tokenizer.blank_id)
+            hyps = [tokenizer.decode(t) for t in tokens]
             for j, (unit, _) in enumerate(units):
                 ids = [str(i) for i in range(len(refs))]
                 result = score(dict(zip(ids, (_for_unit(r, unit, targets) for r in refs), strict=True)),
@@ -201,6 +259,23 @@ def evaluate_ctc(model, cuts, tokenizer, *, targets: str, device: str | torch.de
     for j, (_, name) in enumerate(units):
         out[name] = values[2 + 2 * j] / values[3 + 2 * j] if values[3 + 2 * j] else math.nan
     return out
+
+
+evaluate_ctc = evaluate_asr
+"""The name of :func:`evaluate_asr` from before transducers (kept for callers)."""
+
+
+def _evaluate_transducer_batch(model, feats, x_lens, ids, sums, *, step, loss_config):
+    """Add a batch's transducer loss and token count to ``sums``; greedy tokens out."""
+    from speechfm.losses.transducer import TransducerLossConfig
+
+    config = loss_config or TransducerLossConfig()
+    loss, stats = model.compute_loss(feats, x_lens, ids, loss_config=config,
+                                     step=config.warm_steps if step is None else step)
+    sums[0] += float(loss)
+    sums[1] += stats["num_tokens"]
+    enc, enc_lens = model(feats, x_lens)
+    return _transducer_search(model, enc, enc_lens, method="greedy", beam=1)
 
 
 def _group_of(batch: Mapping[str, Any], i: int, group_by: str) -> str:
@@ -229,16 +304,29 @@ def decode_manifest(
     device: str | torch.device = "cpu",
     max_duration: float = 200.0,
     num_workers: int = 0,
+    streaming: bool = False,
+    chunk_size: int | None = None,
+    left_context: int | None = None,
+    piece_frames: int = 32,
+    max_sym_per_frame: int = 1,
 ) -> dict[str, Any]:
     """Decode every cut of manifest ``cuts`` and write hyps, errs and results (module doc).
 
     Args:
-        model_dir: a CTC model directory (``final/`` or a checkpoint).
+        model_dir: a CTC or transducer model directory (``final/`` or a checkpoint).
         cuts: lhotse manifest; transcripts are the references (cuts without one are
             decoded but not scored).
         out_dir: output folder (created).
-        method: "greedy" or "beam" (CTC prefix beam search, no LM).
+        method: "greedy" or "beam" (CTC: prefix beam search; transducer: modified beam
+            search; no LM).
         beam: beam width for "beam".
+        streaming: transducers: decode each utterance as a live stream (chunked encoder
+            with cached state, ``piece_frames`` feature frames fed at a time).
+        chunk_size, left_context: the encoder's attention chunk (encoder frames) and
+            cached left context; None = the model's own setting. With ``streaming=False``
+            they select chunked (simulated streaming) attention over whole utterances.
+        piece_frames: feature frames per piece fed to a stream.
+        max_sym_per_frame: transducers: most tokens emitted per encoder frame.
         group_by: score per "lang", per "speaker", or "none".
         device: where the model runs.
         max_duration: seconds of audio per batch.
@@ -257,9 +345,16 @@ def decode_manifest(
         raise ValueError(f"group_by must be one of {GROUP_BY}, got {group_by!r}")
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
+    if piece_frames < 1:
+        raise ValueError(f"piece_frames must be >= 1, got {piece_frames}")
     if not Path(cuts).is_file():
         raise DataError(f"{cuts}: no such manifest")
     model, tokenizer, _ = load_asr_model(model_dir, device=device)
+    transducer = is_transducer(model)
+    if streaming and not transducer:
+        raise ValueError(f"{model_dir}: streaming decoding needs a transducer model")
+    chunking = {k: v for k, v in (("chunk_size", chunk_size), ("left_context", left_context))
+                if v is not None}
     targets = resolve_targets("auto", tokenizer)
     cutset = CutSet.from_file(cuts)
     out_dir = Path(out_dir)
@@ -277,8 +372,20 @@ def decode_manifest(
         skipped.extend(batch["skipped_cut_ids"])
         if not batch["cut_ids"]:
             continue
-        log_probs, out_lens = model(batch["features"].to(device), batch["x_lens"].to(device))
-        tokens = _search(log_probs, out_lens, method=method, beam=beam, blank=tokenizer.blank_id)
+        feats, x_lens = batch["features"].to(device), batch["x_lens"].to(device)
+        if streaming:
+            tokens = _stream_search(model, feats, x_lens, method=method, beam=beam,
+                                    chunk_size=chunk_size, left_context=left_context,
+                                    piece_frames=piece_frames,
+                                    max_sym_per_frame=max_sym_per_frame)
+        elif transducer:
+            enc, enc_lens = model(feats, x_lens, **chunking)
+            tokens = _transducer_search(model, enc, enc_lens, method=method, beam=beam,
+                                        max_sym_per_frame=max_sym_per_frame)
+        else:
+            log_probs, out_lens = model(feats, x_lens, **chunking)
+            tokens = _search(log_probs, out_lens, method=method, beam=beam,
+                             blank=tokenizer.blank_id)
         for i, (cut_id, ref) in enumerate(zip(batch["cut_ids"], _references(batch, targets, tokenizer), strict=True)):
             hyps[cut_id] = tokenizer.decode(tokens[i])
             audio_seconds += durations[cut_id]
@@ -303,6 +410,8 @@ def decode_manifest(
     results: dict[str, Any] = {
         "model_dir": str(model_dir), "cuts": str(cuts), "method": method,
         "beam": beam if method == "beam" else None, "group_by": group_by, "targets": targets,
+        "family": "transducer" if transducer else "ctc", "streaming": streaming,
+        "chunk_size": chunk_size, "left_context": left_context,
         "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size},
         "num_utts": len(order), "num_scored": len(refs), "skipped_cuts": skipped,
         "hours": round(audio_seconds / 3600, 4), "decode_seconds": round(seconds, 2),

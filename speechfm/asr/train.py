@@ -1,7 +1,9 @@
-"""CTC ASR training as a library function: :class:`AsrTrainConfig` in, a model directory out.
+"""ASR training as a library function: :class:`AsrTrainConfig` in, a model directory out.
 
-``train_asr(config)`` trains a :class:`~speechfm.models.ctc.CtcModel` on lhotse cuts with
-precomputed (or on-the-fly) fbank features and writes, under ``config.exp_dir``::
+``train_asr(config)`` trains a :class:`~speechfm.models.ctc.CtcModel` or a
+:class:`~speechfm.models.transducer.TransducerModel` (``model_size`` ``transducer_*``,
+pruned or full RNN-T loss) on lhotse cuts with precomputed (or on-the-fly) fbank features
+and writes, under ``config.exp_dir``::
 
     checkpoints/step-NNNNNN/   resumable checkpoints (weights, optimizer, sampler, RNG, ...)
     final/                     the exported model: config.json, model.safetensors, tokenizer/
@@ -9,7 +11,7 @@ precomputed (or on-the-fly) fbank features and writes, under ``config.exp_dir``:
     train_config.yaml          the resolved configuration of the run
     tensorboard/, curves.png, log/
 
-A model directory's ``config.json`` is ``{"family": "ctc", "model": CtcModelConfig.to_dict(),
+A model directory's ``config.json`` is ``{"family": "ctc" | "transducer", "model": <config>.to_dict(),
 "tokenizer": "tokenizer", "frame_shift_s": ..., "speechfm_version": ...}``; the CMVN
 statistics travel in ``model.safetensors`` as buffers.
 
@@ -46,6 +48,7 @@ from speechfm.asr.config import (
     apply_overrides,
     build_model_config,
     config_from_dict,
+    create_model,
     load_train_config,
     model_dir_config,
 )
@@ -147,7 +150,7 @@ def _hardware(device: torch.device, threads: int, world: int) -> str:
 
 
 def train_asr(config: AsrTrainConfig, *, resume: bool = False) -> Path:
-    """Train a CTC model as ``config`` says; returns the exported model directory.
+    """Train a CTC or transducer model as ``config`` says; returns the exported model directory.
 
     Works as a plain process and under ``torchrun`` (one process per device, DDP).
 
@@ -164,10 +167,9 @@ def train_asr(config: AsrTrainConfig, *, resume: bool = False) -> Path:
     from torch.utils.data import DataLoader
 
     from speechfm import train as T
-    from speechfm.asr.decode import evaluate_ctc, resolve_targets
+    from speechfm.asr.decode import evaluate_asr, resolve_targets
     from speechfm.data.dataset import AsrDataset
     from speechfm.data.sampler import make_sampler
-    from speechfm.models.ctc import create_ctc_model
     from speechfm.text import load_tokenizer
     from speechfm.train.distributed import all_reduce_sum
 
@@ -184,7 +186,8 @@ def train_asr(config: AsrTrainConfig, *, resume: bool = False) -> Path:
     tokenizer = load_tokenizer(config.tokenizer)
     targets = resolve_targets(config.targets, tokenizer)
     model_config = build_model_config(config, tokenizer.vocab_size)
-    model = create_ctc_model(model_config)
+    model = create_model(model_config)
+    family = config.family
     if config.cmvn:
         from speechfm.features.cmvn import GlobalCMVN
 
@@ -221,8 +224,10 @@ def train_asr(config: AsrTrainConfig, *, resume: bool = False) -> Path:
     if not scheduler_config.total_steps and total_steps:
         scheduler_config = dataclasses.replace(scheduler_config, total_steps=total_steps)
     # Wrap before building the optimizer: FSDP replaces the parameters with shards.
-    ddp = T.wrap_model(model, info, strategy=config.strategy,
-                       find_unused_parameters=model_config.encoder.layer_drop > 0)
+    # The full RNN-T loss leaves the simple-loss projections unused.
+    unused = model_config.encoder.layer_drop > 0 or (
+        family == "transducer" and config.transducer_loss.kind == "full")
+    ddp = T.wrap_model(model, info, strategy=config.strategy, find_unused_parameters=unused)
     optimizer = T.create_optimizer(model, config.optimizer)
     scheduler = T.create_scheduler(optimizer, scheduler_config)
     amp_dtype = T.resolve_amp_dtype(config.amp, info.device)
@@ -271,8 +276,13 @@ def train_asr(config: AsrTrainConfig, *, resume: bool = False) -> Path:
         if not batch["cut_ids"]:
             # Every cut was bad: a zero-weight forward keeps DDP's collectives in step.
             dim = model_config.fbank.feature_dim
-            probe, _ = net(torch.zeros(1, 32, dim, device=info.device),
-                           torch.full((1,), 32, device=info.device))
+            probe_feats = torch.zeros(1, 32, dim, device=info.device)
+            probe_lens = torch.full((1,), 32, device=info.device)
+            if family == "transducer":
+                probe, _ = net(probe_feats, probe_lens, targets=[[1]],
+                               loss_config=config.transducer_loss, step=state.step)
+            else:
+                probe, _ = net(probe_feats, probe_lens)
             return probe.sum() * 0.0, 0, {"num_tokens": 0.0}
         feats = batch["features"].to(info.device)
         x_lens = batch["x_lens"].to(info.device)
@@ -281,6 +291,15 @@ def train_asr(config: AsrTrainConfig, *, resume: bool = False) -> Path:
             # global RNG, which checkpoints restore, so resuming stays exact.
             db = (torch.rand(feats.shape[0]) * 2 - 1) * config.volume_perturb_db
             feats = feats + (db * math.log(10) / 10).to(feats)[:, None, None]
+        if family == "transducer":
+            # Through the (DDP) wrapper's forward, so that gradients are synchronised.
+            loss, stats = net(feats, x_lens, targets=batch_targets(batch),
+                              loss_config=config.transducer_loss, step=state.step,
+                              utt_ids=batch["cut_ids"])
+            logged = {k: stats[k] for k in ("simple_loss", "pruned_loss", "full_loss")
+                      if k in stats}
+            logged.update(num_utts=stats["num_utts"], num_infeasible=stats["num_infinite"])
+            return loss, stats["num_tokens"], logged
         padded, y_lens = pad_targets(batch_targets(batch), device=info.device)
         log_probs, out_lens = net(feats, x_lens)
         loss, per_utt = ctc_loss(log_probs, out_lens, padded, y_lens, blank=tokenizer.blank_id,
@@ -294,9 +313,10 @@ def train_asr(config: AsrTrainConfig, *, resume: bool = False) -> Path:
     def validate(tag: str = "valid") -> dict[str, float] | None:
         if dev_cuts is None:
             return None
-        result = evaluate_ctc(
+        result = evaluate_asr(
             T.unwrap_model(ddp), dev_cuts, tokenizer, targets=targets, device=info.device,
             max_duration=config.max_duration, world_size=info.world_size, rank=info.rank,
+            step=state.step, loss_config=config.transducer_loss,
         )
         logger.log_scalars({f"{tag}/{k}": v for k, v in result.items() if k != "count"},
                            state.step)
@@ -459,8 +479,7 @@ def _export_final(config, model_config, dir_config, tokenizer, targets, dev_cuts
                   final_dir: Path) -> tuple[str, dict[str, Any]]:
     """Pick the exported weights (see the module doc) and write ``final_dir``."""
     from speechfm import train as T
-    from speechfm.asr.decode import evaluate_ctc
-    from speechfm.models.ctc import create_ctc_model
+    from speechfm.asr.decode import evaluate_asr
 
     ckpts = T.list_checkpoints(Path(config.exp_dir) / CKPT_DIR, prefix="step-")
     if not ckpts:
@@ -481,15 +500,16 @@ def _export_final(config, model_config, dir_config, tokenizer, targets, dev_cuts
         log.warning("average=%s needs more checkpoints than the %d kept; exporting the last "
                     "weights", wanted, len(ckpts))
         wanted = "last"
-    model = create_ctc_model(model_config).to(device)
+    model = create_model(model_config).to(device)
     candidates: dict[str, Any] = {}
     if wanted == "auto" and dev_cuts is not None and len(makers) > 1:
         best = None
         for name, make in makers.items():
             state = make()
             model.load_state_dict(_cast_like(state, model))
-            result = evaluate_ctc(model, dev_cuts, tokenizer, targets=targets, device=device,
-                                  max_duration=config.max_duration)
+            result = evaluate_asr(model, dev_cuts, tokenizer, targets=targets, device=device,
+                                  max_duration=config.max_duration,
+                                  loss_config=config.transducer_loss)
             candidates[name] = result
             metric = result.get("per", result.get("cer"))
             log.info("dev with %s weights: %s", name,

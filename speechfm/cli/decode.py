@@ -1,7 +1,13 @@
-"""``speechfm decode``: decode a manifest with a CTC model directory and score it.
+"""``speechfm decode``: decode a manifest with a CTC or transducer model directory and score it.
 
     speechfm decode MODEL_DIR --cuts CUTS --out-dir DIR [--method greedy|beam] [--beam 4]
                     [--group-by lang|speaker|none] [--device cpu] [--max-duration S]
+                    [--streaming] [--chunk-size C] [--left-context L] [--piece-frames P]
+
+``--method beam`` is CTC prefix beam search or transducer modified beam search.
+``--streaming`` (transducers) feeds every utterance to a stream, P feature frames at a
+time, decoded chunk by chunk with cached encoder state; ``--chunk-size``/``--left-context``
+without it decode whole utterances with chunked attention.
 
 Writes DIR/hyps.txt (Kaldi text), DIR/refs.txt, DIR/errs-<group>-<cer|wer|per>.txt,
 DIR/results.json and DIR/results.md, and prints the per-group table (CER and WER; PER
@@ -16,8 +22,8 @@ import argparse
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "decode",
-        help="decode a manifest with a CTC model and print per-language CER/WER",
-        description="Decode every cut of a manifest with a CTC model directory, write "
+        help="decode a manifest with an ASR model and print per-language CER/WER",
+        description="Decode every cut of a manifest with a CTC or transducer model directory, write "
         "hypotheses, errs files and results.json, and print per-group error rates.",
     )
     p.add_argument("model_dir", metavar="MODEL_DIR", help="model directory (exp/.../final)")
@@ -30,6 +36,16 @@ def register(subparsers) -> None:
     p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per batch")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--num-threads", type=int, default=0, help="torch threads (0 = all cores)")
+    p.add_argument("--streaming", action="store_true",
+                   help="transducers: decode each utterance as a live stream, chunk by chunk")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="encoder frames per attention chunk (default: the model's)")
+    p.add_argument("--left-context", type=int, default=None,
+                   help="cached encoder frames of left context, -1 = all (default: the model's)")
+    p.add_argument("--piece-frames", type=int, default=32,
+                   help="--streaming: feature frames fed per piece")
+    p.add_argument("--max-sym-per-frame", type=int, default=1,
+                   help="transducers: most tokens emitted per encoder frame")
     p.set_defaults(func=_decode)
 
 
@@ -43,9 +59,12 @@ def _decode(args: argparse.Namespace) -> int:
     results = decode_manifest(
         args.model_dir, args.cuts, args.out_dir, method=args.method, beam=args.beam,
         group_by=args.group_by, device=args.device, max_duration=args.max_duration,
-        num_workers=args.num_workers,
+        num_workers=args.num_workers, streaming=args.streaming, chunk_size=args.chunk_size,
+        left_context=args.left_context, piece_frames=args.piece_frames,
+        max_sym_per_frame=args.max_sym_per_frame,
     )
-    print(format_results_table(results, title=f"{args.cuts} ({args.method}, "
+    mode = f", streaming chunk {args.chunk_size or 'default'}" if args.streaming else ""
+    print(format_results_table(results, title=f"{args.cuts} ({args.method}{mode}, "
                                f"{results['num_utts']} utts, {results['hours']} h)"), end="")
     print(f"results: {args.out_dir}/results.json")
     return 0

@@ -1,4 +1,4 @@
-"""``speechfm train``: train a CTC ASR model from a YAML config.
+"""``speechfm train``: train a CTC or transducer ASR model from a YAML config.
 
     speechfm train CONFIG.yaml [--exp-dir DIR] [--resume] [key=value ...]
     torchrun --nproc-per-node 2 -m speechfm train CONFIG.yaml ...     (data parallel)
@@ -18,8 +18,8 @@ import sys
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a CTC ASR model (YAML config + key=value overrides)",
-        description="Train a CTC ASR model. Overrides are dotted key=value pairs, e.g. "
+        help="train a CTC or transducer ASR model (YAML config + key=value overrides)",
+        description="Train a CTC or transducer (model_size transducer_*) ASR model. Overrides are dotted key=value pairs, e.g. "
         "optimizer.lr=2e-3 model.encoder.dim=144 max_steps=2000.",
     )
     p.add_argument("config", help="YAML training config (fields of AsrTrainConfig)")

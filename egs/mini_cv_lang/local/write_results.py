@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Write RESULTS.md for a CTC run: per-group error rates of each decoded split, plus the run.
+"""Write RESULTS.md for a CTC or transducer run: per-group error rates of each decoded
+split (one table per decoding: greedy, beam, streaming, ...), plus the run.
 
     python local/write_results.py --exp-dir exp/ctc --decode-dir exp/ctc/decode_greedy \
-        --splits dev,test --out exp/ctc/RESULTS.md [--title "..."] [--run-command FILE]
+        [--decode-dir exp/ctc/decode_beam ...] --splits dev,test --out exp/ctc/RESULTS.md \
+        [--title "..."] [--run-command FILE]
 
 Reads EXP/train_summary.json (written by ``speechfm train``) and DECODE/<split>/results.json
 (written by ``speechfm decode``). Shared by egs/mini_cv_lang and egs/fsdd/asr.
@@ -44,10 +46,27 @@ def _table(results: dict[str, dict], splits: list[str], label: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _describe(result: dict) -> str:
+    """"greedy search", "modified beam search (beam 4)", "streaming greedy search, chunk 16"."""
+    transducer = result.get("family") == "transducer"
+    if result["method"] == "beam":
+        name = ("modified beam search" if transducer else "prefix beam search") + f" (beam {result['beam']})"
+    else:
+        name = "greedy search"
+    if result.get("streaming"):
+        left = result.get("left_context")
+        name = (f"streaming {name}: chunks of {result.get('chunk_size')} encoder frames"
+                + (f", left context {left}" if left not in (None, -1) else ", all left context"))
+    elif result.get("chunk_size") not in (None, -1):
+        name += f", chunked attention ({result['chunk_size']} frames)"
+    return name
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp-dir", required=True, type=Path)
-    p.add_argument("--decode-dir", required=True, type=Path)
+    p.add_argument("--decode-dir", required=True, type=Path, action="append",
+                   help="a decode output folder (DIR/<split>/results.json); repeatable")
     p.add_argument("--splits", default="dev,test")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--title", default="CTC results")
@@ -61,13 +80,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     splits = [s for s in args.splits.split(",") if s]
-    results = {}
-    for split in splits:
-        path = args.decode_dir / split / "results.json"
-        if not path.is_file():
-            print(f"write_results.py: {path} is missing (decode first)", file=sys.stderr)
-            return 1
-        results[split] = json.loads(path.read_text(encoding="utf-8"))
+    decodes = []
+    for decode_dir in args.decode_dir:
+        results = {}
+        for split in splits:
+            path = decode_dir / split / "results.json"
+            if not path.is_file():
+                print(f"write_results.py: {path} is missing (decode first)", file=sys.stderr)
+                return 1
+            results[split] = json.loads(path.read_text(encoding="utf-8"))
+        decodes.append(results)
+    results = decodes[0]
     first = results[splits[0]]
     label = {"lang": "language", "speaker": "speaker"}.get(first["group_by"], "set")
     run_cmd = None
@@ -91,10 +114,15 @@ def main(argv: list[str] | None = None) -> int:
                  f"stopped by {summary['stop_reason']}), {summary['skipped_updates']} skipped "
                  f"updates, {summary['skipped_cuts']} unreadable cuts")
     enc = cfg["model"].get("encoder", {})
-    lines.append(f"- model: CTC conformer, {summary['num_params'] / 1e6:.2f} M parameters "
+    kind = "transducer (conformer encoder, stateless predictor, joiner)" if cfg[
+        "model_size"].startswith("transducer") else "CTC conformer"
+    lines.append(f"- model: {kind}, {summary['num_params'] / 1e6:.2f} M parameters "
                  f"({cfg['model_size']} with overrides {json.dumps(cfg['model'], ensure_ascii=False)})"
                  if enc or cfg["model"] else
-                 f"- model: CTC conformer {cfg['model_size']}, {summary['num_params'] / 1e6:.2f} M parameters")
+                 f"- model: {kind} {cfg['model_size']}, {summary['num_params'] / 1e6:.2f} M parameters")
+    if cfg["model_size"].startswith("transducer"):
+        loss = cfg.get("transducer_loss", {})
+        lines.append("- loss: " + ", ".join(f"{k} {v}" for k, v in loss.items()))
     lines.append(f"- units: {tok['kind']} tokenizer, V={tok['vocab_size']} ({summary['targets']} targets)")
     lines.append(f"- optimisation: {cfg['optimizer']['kind']} lr {cfg['optimizer']['lr']}, "
                  f"{cfg['scheduler']['kind']} schedule (warmup {cfg['scheduler']['warmup_steps']}), "
@@ -111,9 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(f"| train | {summary['train_data']['utterances']} | {summary['train_data']['hours']:.3f} |")
     for split in splits:
         lines.append(f"| {split} | {results[split]['num_utts']} | {results[split]['hours']:.3f} |")
-    method = first["method"] + (f" (beam {first['beam']})" if first.get("beam") else "")
-    lines += ["", f"## Error rates ({method} search, no language model)", "",
-              _table(results, splits, label)]
+    for results in decodes:
+        lines += ["", f"## Error rates ({_describe(results[splits[0]])}, no language model)", "",
+                  _table(results, splits, label)]
+        lines.append(f"Decoding {splits[-1]}: {results[splits[-1]]['decode_seconds']:.1f} s "
+                     f"(RTF {results[splits[-1]]['rtf']}).")
     curve = summary.get("loss_curve", {}).get("train/loss", [])
     if curve:
         lines += [f"Training loss (per token): {curve[0][1]:.3f} at step {curve[0][0]} -> "

@@ -1,0 +1,114 @@
+"""Transducers through the ASR trainer, decoder, recipe script and inference API."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from speechfm.asr.config import AsrTrainConfig, config_from_dict
+from speechfm.asr.decode import decode_manifest, load_asr_model
+from speechfm.asr.train import train_asr
+
+
+def _config(corpus, exp, **kw):
+    _, cuts, tok = corpus
+    base = dict(
+        train_cuts=str(cuts), dev_cuts=str(cuts), tokenizer=str(tok),
+        model_size="transducer_tiny", model={"encoder": {"conv_causal": True}},
+        max_duration=3.0, num_workers=0, max_steps=6, save_every=2, valid_every=3,
+        keep_last=3, average_last=2, average_period=1, progress=False, exp_dir=str(exp),
+        scheduler={"kind": "constant", "warmup_steps": 0}, optimizer={"lr": 3e-3},
+        transducer_loss={"warm_steps": 4}, log_every=1,
+    )
+    base.update(kw)
+    return config_from_dict(AsrTrainConfig, base)
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    exp = tmp_path_factory.mktemp("transducer_exp")
+    return exp, train_asr(_config(corpus, exp))
+
+
+def test_pruned_training_exports_a_transducer_directory(trained):
+    exp, final = trained
+    config = json.loads((final / "config.json").read_text())
+    assert config["family"] == "transducer" and config["model"]["family"] == "transducer"
+    summary = json.loads((exp / "train_summary.json").read_text())
+    assert summary["steps"] == 6 and summary["config"]["transducer_loss"]["kind"] == "pruned"
+    # the dev score the exported weights were picked by came from the transducer search
+    assert all("cer" in r and np.isfinite(r["loss"]) for r in summary["average"]["candidates"].values())
+    from speechfm.train import read_scalars
+
+    tags = read_scalars(exp)
+    assert any("simple_loss" in t for t in tags) and any("pruned_loss" in t for t in tags), tags
+    model, tokenizer, _ = load_asr_model(final)
+    assert hasattr(model, "predictor") and not model.training
+    assert tokenizer.vocab_size == model.vocab_size
+
+
+def test_decode_greedy_beam_and_streaming(trained, corpus, tmp_path):
+    _, final = trained
+    cuts = corpus[1]
+    out = {}
+    for name, kw in {"greedy": {}, "beam": {"method": "beam", "beam": 3},
+                     "chunked": {"chunk_size": 2},
+                     "stream": {"streaming": True, "chunk_size": 2, "piece_frames": 7}}.items():
+        res = decode_manifest(final, cuts, tmp_path / name, **kw)
+        assert res["family"] == "transducer" and res["num_utts"] == 6
+        assert set(res["groups"]) == {"en", "fr"}
+        out[name] = dict(line.partition(" ")[::2] for line in
+                         (tmp_path / name / "hyps.txt").read_text().splitlines())
+    assert len(out["greedy"]) == 6
+    # streaming chunk by chunk == chunked attention over the whole utterance
+    assert out["stream"] == out["chunked"]
+    with pytest.raises(ValueError, match="piece_frames"):
+        decode_manifest(final, cuts, tmp_path / "bad", streaming=True, piece_frames=0)
+
+
+def test_streaming_decode_needs_a_transducer(corpus, tmp_path):
+    _, cuts, tok = corpus
+    exp = tmp_path / "ctc"
+    final = train_asr(_config(corpus, exp, model_size="ctc_tiny", model={}, max_steps=2,
+                              dev_cuts=None, average="last"))
+    with pytest.raises(ValueError, match="transducer"):
+        decode_manifest(final, cuts, tmp_path / "d", streaming=True)
+
+
+def test_full_loss_option_and_exact_resume(corpus, tmp_path):
+    from safetensors.torch import load_file
+
+    kw = dict(dev_cuts=None, average="last", transducer_loss={"kind": "full"})
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train_asr(_config(corpus, straight, max_steps=4, **kw))
+    train_asr(_config(corpus, split, max_steps=2, **kw))
+    train_asr(_config(corpus, split, max_steps=4, **kw), resume=True)
+    a = load_file(str(straight / "checkpoints" / "step-000004" / "model.safetensors"))
+    b = load_file(str(split / "checkpoints" / "step-000004" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    summary = json.loads((straight / "train_summary.json").read_text())
+    assert summary["config"]["transducer_loss"]["kind"] == "full"
+
+
+def test_recipe_script_rejects_a_ctc_config_and_prints_its_config(repo_root, tmp_path):
+    script = repo_root / "recipes" / "transducer" / "train.py"
+    conf = repo_root / "recipes" / "transducer" / "configs" / "mini_cv_lang.yaml"
+    run = subprocess.run([sys.executable, str(script), str(conf), "--print-config", "--full-loss"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    import yaml
+
+    printed = yaml.safe_load(run.stdout)
+    assert printed["transducer_loss"]["kind"] == "full"
+    assert printed["transducer_loss"]["prune_range"] == 5
+    assert printed["transducer_loss"]["lm_scale"] == 0.25
+    bad = subprocess.run([sys.executable, str(script), str(conf), "model_size=ctc_small",
+                          "--print-config"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not a transducer size" in bad.stderr
