@@ -172,12 +172,12 @@ at::Tensor rnnt_row_logprobs(const at::Tensor& logits, const at::Tensor& targets
   return denom;
 }
 
-void rnnt_logits_grad(const at::Tensor& logits, const at::Tensor& denom,
+void logits_grad_glue(const at::Tensor& logits, const at::Tensor& denom,
                       const at::Tensor& targets, const at::Tensor& target_lengths,
                       const at::Tensor& logit_lengths, const std::optional<at::Tensor>& ranges,
                       const at::Tensor& occ_blank, const at::Tensor& occ_label,
                       const at::Tensor& scale, int64_t blank, double clamp, bool fused,
-                      at::Tensor& grad) {
+                      bool grad_holds_probs, at::Tensor& grad) {
   const Dtype dtype = to_dtype(logits, "logits");
   const RowInputs in = row_inputs(logits, targets, target_lengths, logit_lengths, ranges, blank);
   const int64_t N = logits.size(0), T = logits.size(1), J = logits.size(2);
@@ -224,13 +224,207 @@ void rnnt_logits_grad(const at::Tensor& logits, const at::Tensor& denom,
   p.gl_sj = occ_label.stride(2);
   p.scale = scale.data_ptr();
   p.clamp = clamp;
+  p.grad_holds_probs = grad_holds_probs;
   if (logits.numel() == 0) return;
   if (runs_on_cuda(logits)) {
+    TORCH_CHECK(!grad_holds_probs, "grad_holds_probs is a CPU-only mode");
     SFM_RUN_CUDA(logits_grad_cuda(p, current_cuda_stream(logits)), "rnnt_logits_grad");
   } else {
     logits_grad_cpu(p);
   }
 }
+
+void rnnt_logits_grad(const at::Tensor& logits, const at::Tensor& denom,
+                      const at::Tensor& targets, const at::Tensor& target_lengths,
+                      const at::Tensor& logit_lengths, const std::optional<at::Tensor>& ranges,
+                      const at::Tensor& occ_blank, const at::Tensor& occ_label,
+                      const at::Tensor& scale, int64_t blank, double clamp, bool fused,
+                      at::Tensor& grad) {
+  logits_grad_glue(logits, denom, targets, target_lengths, logit_lengths, ranges, occ_blank,
+                   occ_label, scale, blank, clamp, fused, false, grad);
+}
+
+#if !defined(SPEECHFM_CUDA_EMULATION)
+// The fused CPU loss: the row pass and the lattice in one call, returning
+// (costs (N,), denom, occ_blank, occ_label (N, T, J), probs). Without need_grad the
+// three row arrays hold the log-normalisers and log-probs; with cache_probs (fused
+// float32 / float64 logits only) `probs` is the softmax of every valid row, which
+// rnnt_loss_cpu_backward then turns into the gradient in place (else it is empty).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnnt_loss_cpu(
+    const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& target_lengths,
+    const at::Tensor& logit_lengths, const std::optional<at::Tensor>& ranges, int64_t blank,
+    bool fused, bool need_grad, bool cache_probs) {
+  const Dtype dtype = to_dtype(logits, "logits");
+  TORCH_CHECK(logits.device().is_cpu(), "rnnt_loss_cpu takes CPU tensors");
+  const RowInputs in = row_inputs(logits, targets, target_lengths, logit_lengths, ranges, blank);
+  const int64_t N = logits.size(0), T = logits.size(1), J = logits.size(2);
+  if (!in.ranges.defined()) {
+    TORCH_CHECK(J == in.targets.size(1) + 1, "logits must have J = U + 1 = ",
+                in.targets.size(1) + 1, " rows per frame without ranges, got ", J);
+  }
+  const auto opts = logits.options().dtype(acc_scalar_type(logits));
+  at::Tensor costs = at::empty({N}, opts);
+  at::Tensor denom = at::empty({N, T, J}, opts);
+  at::Tensor lp_blank = at::empty({N, T, J}, opts);
+  at::Tensor lp_label = at::empty({N, T, J}, opts);
+  const bool cache = cache_probs && need_grad && fused &&
+                     (dtype == Dtype::kFloat32 || dtype == Dtype::kFloat64);
+  at::Tensor probs = cache ? at::empty_like(logits) : at::empty({0}, logits.options());
+  RowParams rp{};
+  rp.logits = logits.data_ptr();
+  rp.dtype = dtype;
+  rp.N = N;
+  rp.T = T;
+  rp.J = J;
+  rp.V = logits.size(3);
+  rp.targets = in.targets.data_ptr<int64_t>();
+  rp.S = in.targets.size(1);
+  rp.target_lengths = in.target_lengths.data_ptr<int64_t>();
+  rp.logit_lengths = in.logit_lengths.data_ptr<int64_t>();
+  rp.ranges = in.ranges.defined() ? in.ranges.data_ptr<int64_t>() : nullptr;
+  rp.blank = blank;
+  rp.fused = fused;
+  rp.out_blank = lp_blank.data_ptr();
+  rp.ob_sn = T * J;
+  rp.ob_st = J;
+  rp.ob_sj = 1;
+  rp.out_label = lp_label.data_ptr();
+  rp.ol_sn = T * J;
+  rp.ol_st = J;
+  rp.ol_sj = 1;
+  rp.denom = denom.data_ptr();
+  rp.dense = true;
+  rp.probs = cache ? probs.data_ptr() : nullptr;
+  if (N * T * J > 0) row_logprobs_cpu(rp);
+  LossParams lp{};
+  lp.dtype = dtype == Dtype::kFloat64 ? Dtype::kFloat64 : Dtype::kFloat32;
+  lp.N = N;
+  lp.T = T;
+  lp.J = J;
+  lp.S = rp.S;
+  lp.target_lengths = rp.target_lengths;
+  lp.logit_lengths = rp.logit_lengths;
+  lp.ranges = rp.ranges;
+  lp.lp_blank = lp_blank.data_ptr();
+  lp.lp_label = lp_label.data_ptr();
+  lp.costs = costs.data_ptr();
+  lp.need_grad = need_grad;
+  if (N > 0) loss_lattice_cpu(lp);
+  return {costs, denom, lp_blank, lp_label, probs};
+}
+
+void rnnt_loss_cpu_backward(const at::Tensor& logits, const at::Tensor& denom,
+                            const at::Tensor& targets, const at::Tensor& target_lengths,
+                            const at::Tensor& logit_lengths,
+                            const std::optional<at::Tensor>& ranges, const at::Tensor& occ_blank,
+                            const at::Tensor& occ_label, const at::Tensor& scale, int64_t blank,
+                            double clamp, bool fused, bool grad_holds_probs, at::Tensor& grad) {
+  TORCH_CHECK(logits.device().is_cpu(), "rnnt_loss_cpu_backward takes CPU tensors");
+  logits_grad_glue(logits, denom, targets, target_lengths, logit_lengths, ranges, occ_blank,
+                   occ_label, scale, blank, clamp, fused, grad_holds_probs, grad);
+}
+
+// The simple / smoothed loss (simple_cpu.cpp). Returns (costs, occ_x, occ_y, e_am, e_lm,
+// s_am, s_lm, prod): the costs, the edge occupancies (N, U, T + 1) / (N, U + 1, T)
+// (zeros when !need_occ) and what rnnt_simple_cpu_backward needs.
+std::vector<at::Tensor> rnnt_simple_cpu(const at::Tensor& am, const at::Tensor& lm,
+                                        const at::Tensor& targets,
+                                        const at::Tensor& target_lengths,
+                                        const at::Tensor& logit_lengths, int64_t blank,
+                                        double lm_scale, double am_scale, bool need_occ) {
+  TORCH_CHECK(am.device().is_cpu() && lm.device().is_cpu(), "rnnt_simple_cpu takes CPU tensors");
+  TORCH_CHECK(am.dim() == 3 && lm.dim() == 3 && am.size(0) == lm.size(0) &&
+                  am.size(2) == lm.size(2) && lm.size(1) >= 1,
+              "am must be (N, T, V) and lm (N, U + 1, V), got ", am.sizes(), " and ", lm.sizes());
+  TORCH_CHECK(am.scalar_type() == lm.scalar_type() &&
+                  (am.scalar_type() == at::kFloat || am.scalar_type() == at::kDouble) &&
+                  am.is_contiguous() && lm.is_contiguous(),
+              "am and lm must be contiguous, both float32 or both float64");
+  const int64_t N = am.size(0), T = am.size(1), V = am.size(2), U = lm.size(1) - 1;
+  TORCH_CHECK(V >= 1 && blank >= 0 && blank < V, "blank must be in [0, ", V, "), got ", blank);
+  const at::Tensor y = as_index(targets, am, "targets", 2);
+  const at::Tensor ul = as_index(target_lengths, am, "target_lengths", 1);
+  const at::Tensor tl = as_index(logit_lengths, am, "logit_lengths", 1);
+  TORCH_CHECK(y.size(0) == N && y.size(1) == U && ul.size(0) == N && tl.size(0) == N,
+              "targets must be (N, U) = (", N, ", ", U, ") and the lengths (N,)");
+  const auto opts = am.options();
+  std::vector<at::Tensor> out = {
+      at::empty({N}, opts),         at::empty({N, U, T + 1}, opts), at::empty({N, U + 1, T}, opts),
+      at::empty({N, T, V}, opts),   at::empty({N, U + 1, V}, opts), at::empty({N, T}, opts),
+      at::empty({N, U + 1}, opts),  at::empty({N, U + 1, T}, opts)};
+  SimpleParams p{};
+  p.dtype = am.scalar_type() == at::kDouble ? Dtype::kFloat64 : Dtype::kFloat32;
+  p.N = N;
+  p.T = T;
+  p.U = U;
+  p.V = V;
+  p.am = am.data_ptr();
+  p.lm = lm.data_ptr();
+  p.targets = y.data_ptr<int64_t>();
+  p.target_lengths = ul.data_ptr<int64_t>();
+  p.logit_lengths = tl.data_ptr<int64_t>();
+  p.blank = blank;
+  p.lm_scale = lm_scale;
+  p.am_scale = am_scale;
+  p.need_occ = need_occ;
+  p.costs = out[0].data_ptr();
+  p.occ_x = out[1].data_ptr();
+  p.occ_y = out[2].data_ptr();
+  p.e_am = out[3].data_ptr();
+  p.e_lm = out[4].data_ptr();
+  p.s_am = out[5].data_ptr();
+  p.s_lm = out[6].data_ptr();
+  p.prod = out[7].data_ptr();
+  if (N > 0) simple_forward_cpu(p);
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> rnnt_simple_cpu_backward(
+    const at::Tensor& e_am, const at::Tensor& e_lm, const at::Tensor& s_am,
+    const at::Tensor& s_lm, const at::Tensor& prod, const at::Tensor& occ_x,
+    const at::Tensor& occ_y, const at::Tensor& targets, const at::Tensor& grad_costs,
+    int64_t blank, double lm_scale, double am_scale) {
+  TORCH_CHECK(e_am.device().is_cpu(), "rnnt_simple_cpu_backward takes CPU tensors");
+  const int64_t N = e_am.size(0), T = e_am.size(1), V = e_am.size(2), U = e_lm.size(1) - 1;
+  const auto type = e_am.scalar_type();
+  for (const at::Tensor* t : {&e_lm, &s_am, &s_lm, &prod, &occ_x, &occ_y}) {
+    TORCH_CHECK(t->scalar_type() == type && t->is_contiguous() && t->size(0) == N,
+                "the saved tensors of rnnt_simple_cpu must be passed unchanged");
+  }
+  TORCH_CHECK(prod.numel() == N * (U + 1) * T && occ_x.numel() == N * U * (T + 1) &&
+                  occ_y.numel() == N * (U + 1) * T && s_am.numel() == N * T &&
+                  s_lm.numel() == N * (U + 1) && blank >= 0 && blank < V,
+              "the saved tensors of rnnt_simple_cpu must be passed unchanged");
+  const at::Tensor y = as_index(targets, e_am, "targets", 2);
+  TORCH_CHECK(y.size(0) == N && y.size(1) == U, "targets must be (N, U)");
+  const at::Tensor g = grad_costs.to(type).contiguous();
+  TORCH_CHECK(g.dim() == 1 && g.size(0) == N, "grad_costs must be (N,)");
+  at::Tensor grad_am = at::empty_like(e_am);
+  at::Tensor grad_lm = at::empty_like(e_lm);
+  SimpleParams p{};
+  p.dtype = type == at::kDouble ? Dtype::kFloat64 : Dtype::kFloat32;
+  p.N = N;
+  p.T = T;
+  p.U = U;
+  p.V = V;
+  p.targets = y.data_ptr<int64_t>();
+  p.blank = blank;
+  p.lm_scale = lm_scale;
+  p.am_scale = am_scale;
+  p.e_am = e_am.data_ptr();
+  p.e_lm = e_lm.data_ptr();
+  p.s_am = s_am.data_ptr();
+  p.s_lm = s_lm.data_ptr();
+  p.prod = prod.data_ptr();
+  p.occ_x = occ_x.data_ptr();
+  p.occ_y = occ_y.data_ptr();
+  p.grad_costs = g.data_ptr();
+  p.grad_am = grad_am.data_ptr();
+  p.grad_lm = grad_lm.data_ptr();
+  if (N > 0) simple_backward_cpu(p);
+  return {grad_am, grad_lm};
+}
+#endif
 
 // Checks px (N, S, T + 1) and py (N, S + 1, T) (rows contiguous; the batch stride is
 // free so that px may be a slice of a larger buffer) and fills the shared fields.
@@ -359,6 +553,26 @@ SFM_LIBRARY(SFM_OPS_NAMESPACE, m) {
   m.def(
       "mutual_information_backward(Tensor px, Tensor py, Tensor boundary, Tensor alpha, "
       "Tensor? beta, Tensor loglik, Tensor? scale) -> (Tensor, Tensor)");
+#if !defined(SPEECHFM_CUDA_EMULATION)
+  // CPU only (the emulation build leaves them out, so that its loss runs the CUDA code).
+  m.def(
+      "rnnt_loss_cpu(Tensor logits, Tensor targets, Tensor target_lengths, "
+      "Tensor logit_lengths, Tensor? ranges, int blank, bool fused, bool need_grad, "
+      "bool cache_probs) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "rnnt_loss_cpu_backward(Tensor logits, Tensor denom, Tensor targets, "
+      "Tensor target_lengths, Tensor logit_lengths, Tensor? ranges, Tensor occ_blank, "
+      "Tensor occ_label, Tensor scale, int blank, float clamp, bool fused, "
+      "bool grad_holds_probs, Tensor(a!) grad) -> ()");
+  m.def(
+      "rnnt_simple_cpu(Tensor am, Tensor lm, Tensor targets, Tensor target_lengths, "
+      "Tensor logit_lengths, int blank, float lm_scale, float am_scale, bool need_occ) "
+      "-> Tensor[]");
+  m.def(
+      "rnnt_simple_cpu_backward(Tensor e_am, Tensor e_lm, Tensor s_am, Tensor s_lm, "
+      "Tensor prod, Tensor occ_x, Tensor occ_y, Tensor targets, Tensor grad_costs, int blank, "
+      "float lm_scale, float am_scale) -> (Tensor, Tensor)");
+#endif
 }
 
 SFM_LIBRARY_IMPL(SFM_OPS_NAMESPACE, CPU, m) {
@@ -366,6 +580,12 @@ SFM_LIBRARY_IMPL(SFM_OPS_NAMESPACE, CPU, m) {
   m.impl("rnnt_logits_grad", &sfm::rnnt_logits_grad);
   m.impl("mutual_information_forward", &sfm::mutual_information_forward);
   m.impl("mutual_information_backward", &sfm::mutual_information_backward);
+#if !defined(SPEECHFM_CUDA_EMULATION)
+  m.impl("rnnt_loss_cpu", &sfm::rnnt_loss_cpu);
+  m.impl("rnnt_loss_cpu_backward", &sfm::rnnt_loss_cpu_backward);
+  m.impl("rnnt_simple_cpu", &sfm::rnnt_simple_cpu);
+  m.impl("rnnt_simple_cpu_backward", &sfm::rnnt_simple_cpu_backward);
+#endif
 }
 
 #if defined(SPEECHFM_WITH_CUDA) && !defined(SPEECHFM_CUDA_EMULATION)

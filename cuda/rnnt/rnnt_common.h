@@ -58,30 +58,42 @@ SFM_HD double sfm_log(double x) { return log(x); }
 SFM_HD float sfm_log1p(float x) { return log1pf(x); }
 SFM_HD double sfm_log1p(double x) { return log1p(x); }
 
+// The exp / log1p that the cell math below uses. `DeviceMath` is the library's
+// (CUDA and the default); the CPU kernels pass branch-free polynomial versions
+// (cpu_math.h) so that loops over cells vectorise. Same formulas either way.
+struct DeviceMath {
+  SFM_HD static float exp(float x) { return sfm_exp(x); }
+  SFM_HD static double exp(double x) { return sfm_exp(x); }
+  // Only called with x in [0, 1] (x = exp(d), d <= 0) or NaN.
+  SFM_HD static float log1p(float x) { return sfm_log1p(x); }
+  SFM_HD static double log1p(double x) { return sfm_log1p(x); }
+};
+
 // log(exp(a) + exp(b)) without overflow. (-inf, -inf) gives -inf rather than NaN, and a
 // NaN in either argument propagates: the `a > b` comparisons are false for NaN, so either
-// m is -inf and a + b is NaN, or the difference d below is NaN.
-template <typename T>
+// m is -inf and a + b is NaN, or the difference d below is NaN. Written as a select
+// rather than an early return so that a loop over cells is branch-free.
+template <typename T, typename M = DeviceMath>
 SFM_HD T log_add(T a, T b) {
   const T m = a > b ? a : b;
-  if (m == neg_inf<T>()) return a + b;
   const T d = a > b ? b - a : a - b;  // <= 0, or NaN
-  return m + sfm_log1p(sfm_exp(d));
+  const T r = m + M::log1p(M::exp(d));
+  return m == neg_inf<T>() ? a + b : r;
 }
 
 // One lattice cell: log(exp(from_a + w_a) + exp(from_b + w_b)).
-template <typename T>
+template <typename T, typename M = DeviceMath>
 SFM_HD T cell(T from_a, T w_a, T from_b, T w_b) {
-  return log_add(from_a + w_a, from_b + w_b);
+  return log_add<T, M>(from_a + w_a, from_b + w_b);
 }
 
 // Posterior probability that a path uses the edge src -> dst with log-weight w:
 // exp(alpha(src) + w + beta(dst) - loglik). An utterance with no feasible path
 // (loglik = -inf) has no gradient; NaN propagates.
-template <typename T>
+template <typename T, typename M = DeviceMath>
 SFM_HD T edge_occupancy(T alpha_src, T w, T beta_dst, T loglik) {
-  if (loglik == neg_inf<T>()) return T(0);
-  return sfm_exp(alpha_src + w + beta_dst - loglik);
+  const T occ = M::exp(alpha_src + w + beta_dst - loglik);
+  return loglik == neg_inf<T>() ? T(0) : occ;
 }
 
 // x - denom for log-softmax, with -inf - (-inf) = -inf (a row whose logits are all -inf
@@ -174,6 +186,10 @@ struct RowParams {
   void* out_label;  // element (n, t, j) at n * ol_sn + t * ol_st + j * ol_sj; label rows only
   int64_t ol_sn, ol_st, ol_sj;
   void* denom;  // (N, T, J) contiguous acc_t (written for every row; 0 when !fused)
+  // CPU only (the CUDA kernels require the defaults):
+  bool dense;   // also write -inf to out_blank / out_label of invalid rows and labelless rows
+  void* probs;  // nullptr, or (N, T, J, V) contiguous in the logits' dtype (float32 or
+                // float64): receives the softmax of each valid row (fused only)
 };
 
 // Row pass of the backward: writes every element of grad (N, T, J, V) exactly once.
@@ -196,6 +212,9 @@ struct GradParams {
   int64_t gl_sn, gl_st, gl_sj;
   const void* scale;  // (N,) acc_t: incoming gradient of each utterance's cost
   double clamp;       // <= 0: no clamp
+  // CPU only (the CUDA kernels require the default false): grad already holds the
+  // softmax of each valid row (RowParams::probs) and is turned into the gradient in place.
+  bool grad_holds_probs;
 };
 
 // Mutual-information recursion, forward and backward.

@@ -34,9 +34,9 @@ from pathlib import Path
 
 from speechfm.errors import SpeechfmError
 
-_SOURCES_CPU = ("bindings.cpp", "rnnt_cpu.cpp", "mutual_information_cpu.cpp")
+_SOURCES_CPU = ("bindings.cpp", "rnnt_cpu.cpp", "mutual_information_cpu.cpp", "simple_cpu.cpp")
 _SOURCES_CUDA = ("rnnt_cuda.cu", "mutual_information_cuda.cu")
-_HEADERS = ("rnnt_common.h", "rnnt_ops.h")
+_HEADERS = ("rnnt_common.h", "rnnt_ops.h", "cpu_math.h", "cpu_parallel.h", "lattice_cpu.h")
 
 _lock = threading.Lock()
 _loaded: RNNTExtension | None = None
@@ -284,7 +284,10 @@ def _load() -> RNNTExtension:
 
 def _compile_and_load(src: Path, with_cuda: bool) -> RNNTExtension:
     native, cpu_desc = _native_arch_flags()
-    cflags = ["-O3", "-DNDEBUG", *native] + (["-DSPEECHFM_WITH_CUDA"] if with_cuda else [])
+    # -fopenmp-simd honours the kernels' `omp simd` vectorisation hints; it needs no
+    # OpenMP runtime (threads come from PyTorch's pool, see cuda/rnnt/cpu_parallel.h).
+    simd = ["-fopenmp-simd"] if sys.platform != "win32" else []
+    cflags = ["-O3", "-DNDEBUG", *native, *simd] + (["-DSPEECHFM_WITH_CUDA"] if with_cuda else [])
     cuda_flags = ["-O3", "-DNDEBUG", "-lineinfo", "-DSPEECHFM_WITH_CUDA"] if with_cuda else []
     key = _build_key(src, with_cuda, cflags, cuda_flags, cpu_desc)
     name = f"speechfm_rnnt_{'cuda' if with_cuda else 'cpu'}_{key}"

@@ -37,10 +37,12 @@ import torch
 
 from speechfm.ops.rnnt import (
     RNNTInputError,
+    _RNNTLossCPU,
     acc_dtype,
     check_logits,
     check_targets_and_lengths,
     get_rnnt_ops,
+    has_fused_cpu_loss,
     mutual_information_recursion,
     reduce_costs,
 )
@@ -59,6 +61,38 @@ NEG_INF = float("-inf")
 def _boundary(logit_lengths: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
     zeros = torch.zeros_like(logit_lengths, dtype=torch.long)
     return torch.stack([zeros, zeros, target_lengths.long(), logit_lengths.long()], 1)
+
+
+class _SimpleLossCPU(torch.autograd.Function):
+    """The simple / smoothed loss on the CPU in two library calls (cuda/rnnt/simple_cpu.cpp).
+
+    The forward call returns the costs and the edge occupancies (the ``return_grad``
+    output); the backward call turns the occupancies into d cost / d am and d cost / d lm
+    in closed form (two GEMMs), instead of autograd through ~25 tensor operations.
+    """
+
+    @staticmethod
+    def forward(ctx, am, lm, targets, logit_lengths, target_lengths, blank, lm_only_scale,
+                am_only_scale, return_grad, ops):
+        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        (costs, occ_x, occ_y, e_am, e_lm, s_am, s_lm, prod) = ops.rnnt_simple_cpu(
+            am, lm, targets, target_lengths, logit_lengths, blank, lm_only_scale, am_only_scale,
+            need_grad or return_grad)
+        if need_grad:
+            ctx.save_for_backward(e_am, e_lm, s_am, s_lm, prod, occ_x, occ_y, targets)
+            ctx.config = (blank, lm_only_scale, am_only_scale, ops)
+        ctx.mark_non_differentiable(occ_x, occ_y)
+        return costs, occ_x, occ_y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_costs, *unused):
+        e_am, e_lm, s_am, s_lm, prod, occ_x, occ_y, targets = ctx.saved_tensors
+        blank, lm_only_scale, am_only_scale, ops = ctx.config
+        grad_am, grad_lm = ops.rnnt_simple_cpu_backward(
+            e_am, e_lm, s_am, s_lm, prod, occ_x, occ_y, targets, grad_costs, blank,
+            lm_only_scale, am_only_scale)
+        return grad_am, grad_lm, None, None, None, None, None, None, None, None
 
 
 def rnnt_loss_smoothed(
@@ -119,6 +153,16 @@ def rnnt_loss_smoothed(
                                           blank=blank, device=am.device, what="am")
     blank = blank % V
     acc = acc_dtype(am.dtype if am.dtype == torch.float64 else lm.dtype)
+    ops = get_rnnt_ops(backend, am.device)
+    if am.device.type == "cpu" and has_fused_cpu_loss(ops):
+        with torch.autocast(device_type="cpu", enabled=False):
+            costs, px_grad, py_grad = _SimpleLossCPU.apply(
+                am.to(acc).contiguous(), lm.to(acc).contiguous(), targets, logit_lengths.long(),
+                target_lengths.long(), blank, float(lm_only_scale), float(am_only_scale),
+                bool(return_grad), ops)
+        if return_grad:
+            return reduce_costs(costs, reduction), (px_grad, py_grad)
+        return reduce_costs(costs, reduction)
     with torch.autocast(device_type=am.device.type, enabled=False):
         am = am.to(acc)
         lm = lm.to(acc)
@@ -360,7 +404,11 @@ def rnnt_loss_pruned(
     if reduction not in ("none", "sum", "mean"):
         raise RNNTInputError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
     ops = get_rnnt_ops(backend, logits.device)
-    costs = _PrunedRNNTLoss.apply(logits.contiguous(), targets, ranges.long().contiguous(),
-                                  logit_lengths.long(), target_lengths.long(), int(blank),
-                                  float(clamp), bool(fused_log_softmax), bool(inplace_grad), ops)
+    config = (int(blank), float(clamp), bool(fused_log_softmax), bool(inplace_grad), ops)
+    if logits.device.type == "cpu" and has_fused_cpu_loss(ops):
+        costs = _RNNTLossCPU.apply(logits.contiguous(), targets, logit_lengths.long(),
+                                   target_lengths.long(), ranges.long().contiguous(), *config)
+    else:
+        costs = _PrunedRNNTLoss.apply(logits.contiguous(), targets, ranges.long().contiguous(),
+                                      logit_lengths.long(), target_lengths.long(), *config)
     return reduce_costs(costs, reduction)

@@ -224,6 +224,60 @@ class _RNNTLoss(torch.autograd.Function):
         return grad, None, None, None, None, None, None, None, None
 
 
+def has_fused_cpu_loss(ops) -> bool:
+    """Whether ``ops`` has the fused CPU loss (the compiled library; not TorchOps)."""
+    return ops is not TorchOps and hasattr(ops, "rnnt_loss_cpu")
+
+
+class _RNNTLossCPU(torch.autograd.Function):
+    """Full or pruned (``ranges`` given) RNN-T loss on the CPU in two library calls.
+
+    The forward call does the row pass and the lattice (alpha, and with a gradient beta
+    and the edge occupancies of every row); for fused float32 / float64 logits it also
+    keeps the softmax of every row in a buffer the size of the logits, which the
+    backward call turns into the gradient in place (no second exp over the logits). With
+    ``inplace`` the buffer is not made and the gradient is recomputed into the logits.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, logit_lengths, target_lengths, ranges, blank, clamp, fused,
+                inplace, ops):
+        need_grad = ctx.needs_input_grad[0]
+        cache = need_grad and fused and not inplace
+        costs, denom, occ_blank, occ_label, probs = ops.rnnt_loss_cpu(
+            logits, targets, target_lengths, logit_lengths, ranges, blank, fused, need_grad,
+            cache)
+        if need_grad:
+            ctx.save_for_backward(logits, targets, logit_lengths, target_lengths, ranges, denom,
+                                  occ_blank, occ_label)
+            ctx.probs = probs if probs.numel() else None
+            ctx.cached = ctx.probs is not None
+            ctx.config = (blank, clamp, fused, inplace, ops)
+        return costs
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_costs):
+        (logits, targets, logit_lengths, target_lengths, ranges, denom, occ_blank,
+         occ_label) = ctx.saved_tensors
+        blank, clamp, fused, inplace, ops = ctx.config
+        # The softmax buffer becomes the gradient. A second backward (retain_graph)
+        # regenerates it by the same computation, so that it gives the same bits.
+        probs, ctx.probs = ctx.probs, None
+        if probs is None and fused and not inplace and ctx.cached:
+            probs = ops.rnnt_loss_cpu(logits, targets, target_lengths, logit_lengths, ranges,
+                                      blank, fused, True, True)[4]
+        if probs is not None:
+            grad = probs
+        else:
+            grad = logits if inplace else torch.empty_like(logits)
+        scale = grad_costs.to(denom.dtype).contiguous()
+        ops.rnnt_loss_cpu_backward(logits, denom, targets, target_lengths, logit_lengths, ranges,
+                                   occ_blank, occ_label, scale, blank, float(clamp), fused,
+                                   probs is not None, grad)
+        return grad, None, None, None, None, None, None, None, None, None
+
+
 def rnnt_loss(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -285,9 +339,12 @@ def rnnt_loss(
     if reduction not in ("none", "sum", "mean"):
         raise RNNTInputError(f"reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
     ops = get_rnnt_ops(backend, logits.device)
-    costs = _RNNTLoss.apply(logits.contiguous(), targets, logit_lengths.long(),
-                            target_lengths.long(), int(blank), float(clamp),
-                            bool(fused_log_softmax), bool(inplace_grad), ops)
+    args = (logits.contiguous(), targets, logit_lengths.long(), target_lengths.long())
+    config = (int(blank), float(clamp), bool(fused_log_softmax), bool(inplace_grad), ops)
+    if logits.device.type == "cpu" and has_fused_cpu_loss(ops):
+        costs = _RNNTLossCPU.apply(*args, None, *config)
+    else:
+        costs = _RNNTLoss.apply(*args, *config)
     return reduce_costs(costs, reduction)
 
 
