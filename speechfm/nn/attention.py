@@ -110,11 +110,19 @@ class MultiHeadSelfAttention(nn.Module):
         n, t, _ = x.shape
         return x.view(n, t, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def position_bias(self, q: torch.Tensor, k_len: int) -> torch.Tensor | None:
+    def position_bias(
+        self, q: torch.Tensor, k_len: int, attn_mask: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """Additive positional scores (N, H, Tq, Tk), already scaled by 1/sqrt(d), or None.
 
         ``q`` is (N, H, Tq, d), the queries before any ``pos_bias_u`` is added; they are the
-        last Tq of the Tk keys.
+        last Tq of the Tk keys.  Keys that ``attn_mask`` (bool, broadcastable to
+        (N, H, Tq, Tk), True = may attend) hides get ``-inf``, so the result is the whole
+        float mask SDPA needs.
+
+        The scale is applied to the small positional table, not to the (N, H, Tq, Tk)
+        result, and for ``relative_key`` the mask rides in the gather (hidden keys index an
+        extra ``-inf`` column), so the (N, H, Tq, Tk) tensor is written exactly once.
         """
         n, h, q_len, d = q.shape
         scale = 1.0 / math.sqrt(d)
@@ -123,16 +131,24 @@ class MultiHeadSelfAttention(nn.Module):
                 relative_positions(q_len, k_len, q.device), self.dim, dtype=_table_dtype(q)
             )
             p = self.linear_pos(pos.to(self.linear_pos.weight.dtype))
-            p = p.view(-1, h, d).transpose(0, 1).to(q.dtype)  # (H, P, d)
+            p = p.view(-1, h, d).transpose(0, 1).to(q.dtype) * scale  # (H, P, d)
             scores = torch.matmul(q + self.pos_bias_v.to(q.dtype).unsqueeze(1), p.transpose(1, 2))
-            return rel_shift(scores, k_len) * scale
+            bias = rel_shift(scores, k_len)
+            if attn_mask is not None:
+                return bias.masked_fill(~attn_mask, float("-inf"))
+            return bias
         if self.pos_type == "relative_key":
             idx = clipped_distance_index(
                 q_len, k_len, self.rel_left_max, self.rel_right_max, q.device
             )
-            table = self.distance_embedding.weight.to(q.dtype)  # (P, d)
+            table = self.distance_embedding.weight.to(q.dtype) * scale  # (P, d)
             scores = torch.matmul(q, table.t())  # (N, H, Tq, P)
-            return torch.gather(scores, -1, idx.expand(n, h, q_len, k_len)) * scale
+            if attn_mask is not None:
+                idx = idx.masked_fill(~attn_mask, table.shape[0])  # (N or 1, 1, Tq, Tk)
+                scores = F.pad(scores, (0, 1), value=float("-inf"))
+            else:
+                idx = idx.view(1, 1, q_len, k_len)
+            return torch.gather(scores, -1, idx.expand(n, h, q_len, k_len))
         return None
 
     def forward(
@@ -181,20 +197,44 @@ class MultiHeadSelfAttention(nn.Module):
             v = torch.cat((cache[1].to(v.dtype), v), dim=2)
         k_len = k.shape[2]
 
-        bias = self.position_bias(q, k_len)
+        bias = self.position_bias(q, k_len, attn_mask)
+        if self.pos_type == "rel_pos":
+            q = q + self.pos_bias_u.to(q.dtype).unsqueeze(1)
+        dropout = self.dropout if self.training else 0.0
         if bias is not None:
-            if self.pos_type == "rel_pos":
-                q = q + self.pos_bias_u.to(q.dtype).unsqueeze(1)
-            if attn_mask is not None:
-                bias = bias.masked_fill(~attn_mask, float("-inf"))
-            mask = bias.to(q.dtype)
+            out = _biased_attention(q, k, v, bias.to(q.dtype), dropout)
         else:
-            mask = attn_mask
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
         out = out.transpose(1, 2).reshape(n, t, self.dim)
         y = self.out_proj(out)
         if adapters is not None:
             y = adapters.add_from_input("attn_out", out, y, ctx)
         return y, (k, v)
+
+
+def _biased_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, dropout: float
+) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d) + bias) v`` for (N, H, T, d) inputs and a float bias.
+
+    SDPA computes this everywhere, but on the CPU, once the bias needs a gradient, it falls
+    back to its reference path (separate scale, add and a "safe" softmax that rescans the
+    scores for fully masked rows).  There an explicit ``baddbmm`` (the bias add fused into
+    the score GEMM), softmax and ``bmm`` do less memory traffic: no row is ever fully
+    masked here (:func:`speechfm.nn.masks.attention_mask` guarantees it).  Elsewhere --
+    inference, or CUDA with its fused kernels that take a bias gradient -- SDPA is used.
+    """
+    if q.device.type != "cpu" or not (torch.is_grad_enabled() and bias.requires_grad):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+    n, h, tq, d = q.shape
+    tk = k.shape[2]
+    scores = torch.baddbmm(
+        bias.expand(n, h, tq, tk).reshape(n * h, tq, tk),
+        q.reshape(n * h, tq, d),
+        k.reshape(n * h, tk, d).transpose(1, 2),
+        alpha=1.0 / math.sqrt(d),
+    )
+    probs = torch.softmax(scores, dim=-1)
+    if dropout > 0.0:
+        probs = F.dropout(probs, dropout)
+    return torch.bmm(probs, v.reshape(n * h, tk, d)).view(n, h, tq, d)

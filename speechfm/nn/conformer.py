@@ -208,7 +208,7 @@ class ConformerBlock(nn.Module):
         slots = self.adapters
         x_in = x
         h = slots.residual("after_ffn1", self.ffn1(self.ffn1_norm(x)), ctx)
-        x = x + (0.5 * scale) * self.dropout(h)
+        x = torch.add(x, self.dropout(h), alpha=0.5 * scale)
         h, kv = self.attn(
             self.attn_norm(x),
             attn_mask,
@@ -217,11 +217,11 @@ class ConformerBlock(nn.Module):
             adapters=slots,
             ctx=ctx,
         )
-        x = x + scale * self.dropout(slots.residual("after_attn", h, ctx))
+        x = torch.add(x, self.dropout(slots.residual("after_attn", h, ctx)), alpha=scale)
         h, conv_cache = self.conv(self.conv_norm(x), valid, conv_cache)
-        x = x + scale * self.dropout(slots.residual("after_conv", h, ctx))
+        x = torch.add(x, self.dropout(slots.residual("after_conv", h, ctx)), alpha=scale)
         h = slots.residual("after_ffn2", self.ffn2(self.ffn2_norm(x)), ctx)
-        x = x + (0.5 * scale) * self.dropout(h)
+        x = torch.add(x, self.dropout(h), alpha=0.5 * scale)
         x = self.final_norm(x)
         x = slots.add_from_input("parallel", x_in, x, ctx)
         x = slots.residual("after_block", x, ctx)
