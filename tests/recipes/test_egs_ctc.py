@@ -57,7 +57,8 @@ def recipe_run(repo_root, tmp_path_factory, shared_data):
     conf = root / "tiny.yaml"
     conf.write_text(textwrap.dedent(TINY_CONF))
     data, exp = root / "data", root / "exp" / "ctc"
-    res = _run_sh(repo_root, data, exp, conf)
+    # stop at 6: stages 7-9 (the transducer) have their own test with a tiny config
+    res = _run_sh(repo_root, data, exp, conf, "--stop-stage", "6")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return root, data, exp, conf, res
 
@@ -130,3 +131,61 @@ def test_resume_through_the_cli_matches_a_straight_run(recipe_run):
     assert a.keys() == b.keys()
     for key in a:
         assert a[key].equal(b[key]), key
+
+
+TINY_TRANSDUCER_CONF = """
+train_cuts: unset
+tokenizer: unset
+model_size: transducer_tiny
+model:
+  encoder:
+    conv_causal: true
+    dynamic_chunk: true
+    dynamic_chunk_max: 8
+transducer_loss:
+  warm_steps: 10
+max_duration: 20
+num_workers: 0
+optimizer:
+  lr: 3.0e-3
+scheduler:
+  kind: noam
+  warmup_steps: 10
+max_steps: 20
+valid_every: 10
+save_every: 10
+log_every: 5
+keep_last: 3
+average_last: 2
+average_period: 2
+progress: false
+seed: 7
+"""
+
+
+@pytest.mark.slow
+def test_transducer_stages_7_to_9_offline_and_streaming(recipe_run, repo_root):
+    root, data, _, conf, _ = recipe_run
+    tconf = root / "tiny_transducer.yaml"
+    tconf.write_text(textwrap.dedent(TINY_TRANSDUCER_CONF))
+    texp = root / "exp" / "transducer"
+    res = _run_sh(repo_root, data, root / "exp" / "ctc", conf, "--stage", "7", "--stop-stage", "9",
+                  "--transducer-conf", str(tconf), "--transducer-exp-dir", str(texp),
+                  "--stream-chunk", "4")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    for n in (7, 8, 9):
+        assert f"Stage {n}:" in res.stderr
+    summary = json.loads((texp / "train_summary.json").read_text())
+    assert summary["steps"] == 20 and summary["config"]["model_size"] == "transducer_tiny"
+    assert json.loads((texp / "final" / "config.json").read_text())["family"] == "transducer"
+    for decode in ("decode_greedy", "decode_beam", "decode_streaming_c4"):
+        for split in ("dev", "test"):
+            results = json.loads((texp / decode / split / "results.json").read_text())
+            assert results["family"] == "transducer" and results["num_utts"] == 4
+            assert set(results["groups"]) == {"en", "es"}
+    assert json.loads((texp / "decode_streaming_c4" / "test" / "results.json").read_text())["streaming"]
+    report = (texp / "RESULTS.md").read_text()
+    assert "transducer" in report and "loss: kind pruned" in report
+    assert "modified beam search (beam 4)" in report
+    assert "streaming greedy search: chunks of 4 encoder frames" in report
+    assert report.count("| **all** |") == 3
