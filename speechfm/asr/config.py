@@ -86,6 +86,13 @@ class AsrTrainConfig:
     """Named size to start from: ctc_{tiny,small,base,large} or transducer_{tiny,small,base,large}."""
     model: dict[str, Any] = field(default_factory=dict)
     """Overrides of the model config's fields, nested (``{"encoder": {"dim": 144}, "specaugment": false}``)."""
+    init_from: str | None = None
+    """A model or checkpoint directory whose weights start the run: every parameter and
+    buffer whose name starts with one of ``init_prefixes`` and whose shape matches is
+    copied (e.g. a trained CTC model's encoder into a transducer, as in CTC pre-training of
+    RNN-T encoders). ``--resume`` restores its checkpoint over them."""
+    init_prefixes: tuple[str, ...] = ("encoder.",)
+    """Name prefixes of the weights ``init_from`` provides."""
     transducer_loss: TransducerLossConfig = field(default_factory=TransducerLossConfig)
     """Transducers: pruned (default) or full RNN-T loss and its weights (ignored for CTC)."""
     # --- optimisation -----------------------------------------------------------------
@@ -161,6 +168,8 @@ class AsrTrainConfig:
             raise ValueError(f"volume_perturb_db must be >= 0, got {self.volume_perturb_db}")
         if self.num_workers < 0 or self.num_threads < 0:
             raise ValueError("num_workers and num_threads must be >= 0")
+        if self.init_from is not None and not self.init_prefixes:
+            raise ValueError("init_from needs at least one name prefix in init_prefixes")
         if not self.speed_factors or any(f <= 0 for f in self.speed_factors):
             raise ValueError(f"speed_factors must be positive, got {list(self.speed_factors)}")
         if self.max_steps is None and self.num_epochs is None and self.max_minutes is None:
@@ -208,7 +217,7 @@ class AsrTrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON-serialisable)."""
         out = dataclasses.asdict(self)
-        for key in ("speed_factors",):
+        for key in ("speed_factors", "init_prefixes"):
             out[key] = list(out[key])
         out["optimizer"]["betas"] = list(self.optimizer.betas)
         out["optimizer"]["no_decay"] = list(self.optimizer.no_decay)

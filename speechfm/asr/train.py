@@ -188,6 +188,8 @@ def train_asr(config: AsrTrainConfig, *, resume: bool = False) -> Path:
     model_config = build_model_config(config, tokenizer.vocab_size)
     model = create_model(model_config)
     family = config.family
+    if config.init_from:
+        init_weights(model, config.init_from, config.init_prefixes)
     if config.cmvn:
         from speechfm.features.cmvn import GlobalCMVN
 
@@ -296,7 +298,7 @@ def train_asr(config: AsrTrainConfig, *, resume: bool = False) -> Path:
             loss, stats = net(feats, x_lens, targets=batch_targets(batch),
                               loss_config=config.transducer_loss, step=state.step,
                               utt_ids=batch["cut_ids"])
-            logged = {k: stats[k] for k in ("simple_loss", "pruned_loss", "full_loss")
+            logged = {k: stats[k] for k in ("simple_loss", "pruned_loss", "full_loss", "ctc_loss")
                       if k in stats}
             logged.update(num_utts=stats["num_utts"], num_infeasible=stats["num_infinite"])
             return loss, stats["num_tokens"], logged
@@ -523,6 +525,42 @@ def _export_final(config, model_config, dir_config, tokenizer, targets, dev_cuts
     model.load_state_dict(_cast_like(state, model))
     _write_model_dir(final_dir, model, dir_config, tokenizer)
     return chosen, candidates
+
+
+def init_weights(model: torch.nn.Module, source: str | os.PathLike,
+                 prefixes: Sequence[str] = ("encoder.",)) -> list[str]:
+    """Copy the weights of model or checkpoint directory ``source`` whose names start with
+    one of ``prefixes`` into ``model`` (same name and shape); returns the names copied.
+
+    Raises:
+        FileNotFoundError: ``source`` has no model.safetensors.
+        ValueError: nothing matched, or a matching name has another shape (the message
+            names it): the two models do not share that part.
+    """
+    path = Path(source) / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from: {path} does not exist (expected a model or "
+                                "checkpoint directory)")
+    theirs = _load_weights(Path(source))
+    own = model.state_dict()
+    wanted = [k for k in own if any(k.startswith(p) for p in prefixes)]
+    copied, missing = [], []
+    for key in wanted:
+        if key not in theirs:
+            missing.append(key)
+            continue
+        if theirs[key].shape != own[key].shape:
+            raise ValueError(f"init_from {source}: {key} has shape {tuple(theirs[key].shape)}, "
+                             f"the model's is {tuple(own[key].shape)}")
+        copied.append(key)
+    if not copied:
+        raise ValueError(f"init_from {source}: no weight named {list(prefixes)}* matches the model")
+    with torch.no_grad():
+        for key in copied:
+            own[key].copy_(theirs[key].to(own[key].dtype))
+    log.info("initialised %d tensors (%s*) from %s%s", len(copied), ", ".join(prefixes), source,
+             f"; {len(missing)} not in it: {missing[:5]}" if missing else "")
+    return copied
 
 
 def _load_weights(ckpt: Path) -> dict[str, torch.Tensor]:

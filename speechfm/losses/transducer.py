@@ -63,6 +63,10 @@ class TransducerLossConfig:
     """Pruned: weight of the pruned loss at step 0 (it reaches 1.0 at ``warm_steps``)."""
     warm_steps: int = 2000
     """Pruned: steps over which both weights move linearly to their final values (0 = none)."""
+    ctc_scale: float = 0.0
+    """Weight of an auxiliary CTC loss on the encoder output (0 = none; needs a model with
+    ``ctc_head``). It gives the encoder a direct alignment signal from the first step, which
+    the transducer losses reach only through the joiner (icefall uses 0.2 with --use-ctc)."""
     clamp: float = 0.0
     """If > 0, clamp each element of the RNN-T loss' gradient w.r.t. the logits to +-clamp."""
     zero_infinity: bool = True
@@ -82,7 +86,7 @@ class TransducerLossConfig:
                 f"lm_scale and am_scale must be >= 0 with a sum <= 1, got {self.lm_scale} and "
                 f"{self.am_scale}"
             )
-        for name in ("simple_loss_scale", "pruned_start_scale", "clamp"):
+        for name in ("simple_loss_scale", "pruned_start_scale", "ctc_scale", "clamp"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.warm_steps < 0:

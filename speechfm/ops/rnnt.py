@@ -108,6 +108,8 @@ def _check_same_device(ref: torch.Tensor, **tensors: torch.Tensor) -> None:
 
 
 def _first_bad(mask: torch.Tensor) -> int | None:
+    if mask.numel() == 0:  # an empty batch has no bad utterance
+        return None
     idx = torch.nonzero(mask.reshape(mask.size(0), -1).any(1))
     return int(idx[0]) if idx.numel() else None
 

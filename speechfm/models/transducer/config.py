@@ -55,6 +55,9 @@ class TransducerModelConfig:
     """Tokens the predictor sees: 1 = bigram-like (embedding only), 2 = trigram-like, ..."""
     joiner_dim: int = 512
     """Joiner hidden size: encoder and predictor are projected to it and added."""
+    ctc_head: bool = False
+    """Add a linear CTC output layer on the encoder, trained with the auxiliary CTC loss
+    (``transducer_loss.ctc_scale``; icefall's ``--use-ctc``). Search does not use it."""
     specaugment: bool = True
     """Apply SpecAugment to the (normalised) features in training mode."""
     specaug_num_freq_masks: int = 2

@@ -55,4 +55,5 @@ def create_transducer_model(config: TransducerModelConfig) -> TransducerModel:
         specaugment=specaugment,
         subsampling_factor=config.encoder.subsampling_factor,
         blank_id=config.blank_id,
+        ctc_head=config.ctc_head,
     )

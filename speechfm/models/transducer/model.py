@@ -138,6 +138,8 @@ class TransducerModel(nn.Module):
         specaugment: applied after CMVN in training mode only; None = off.
         subsampling_factor: input frames per encoder frame (for :attr:`frame_shift_s`).
         blank_id: the blank's id (speechfm tokenizers: 0).
+        ctc_head: add ``ctc_output``, a linear CTC layer on the encoder output for the
+            auxiliary CTC loss (``TransducerLossConfig.ctc_scale``).
     """
 
     def __init__(
@@ -152,6 +154,7 @@ class TransducerModel(nn.Module):
         specaugment: SpecAugment | None = None,
         subsampling_factor: int = 4,
         blank_id: int = 0,
+        ctc_head: bool = False,
     ) -> None:
         super().__init__()
         if not 0 <= blank_id < vocab_size:
@@ -170,6 +173,7 @@ class TransducerModel(nn.Module):
         # The pruned loss' additive "simple" joiner: am[t] + lm[u] over the vocabulary.
         self.simple_am_proj = nn.Linear(encoder.dim, vocab_size)
         self.simple_lm_proj = nn.Linear(predictor.dim, vocab_size)
+        self.ctc_output = nn.Linear(encoder.dim, vocab_size) if ctc_head else None
         self.vocab_size = vocab_size
         self.subsampling_factor = subsampling_factor
         self.blank_id = blank_id
@@ -293,6 +297,7 @@ class TransducerModel(nn.Module):
             loss: scalar (float32), the weighted losses summed over the utterances that count.
             stats: sums over those utterances, ready for a trainer's logs: ``loss``,
             ``simple_loss`` and ``pruned_loss`` (kind "pruned", unweighted) or ``full_loss``,
+            ``ctc_loss`` (unweighted, with ``ctc_scale`` > 0),
             ``simple_scale``/``pruned_scale`` (the weights used), ``num_utts``,
             ``num_infinite`` (utterances left out), ``num_frames`` (encoder frames),
             ``num_input_frames``, ``num_tokens``.
@@ -302,6 +307,11 @@ class TransducerModel(nn.Module):
                 bad targets; the message names it.
         """
         config = TransducerLossConfig() if loss_config is None else loss_config
+        if config.ctc_scale > 0 and self.ctc_output is None:
+            raise ValueError(
+                f"transducer_loss.ctc_scale is {config.ctc_scale} but the model has no CTC head: "
+                "build it with ctc_head: true"
+            )
         if isinstance(targets, torch.Tensor):
             if y_lens is None:
                 raise ValueError("y_lens is required when targets is a tensor")
@@ -332,8 +342,22 @@ class TransducerModel(nn.Module):
             utt_ids=utt_ids,
         )
         keep = out.finite
+        loss, per_utt = out.loss, out.per_utt
+        ctc_per = None
+        if config.ctc_scale > 0:
+            from speechfm.losses.ctc import ctc_loss
+
+            log_probs = torch.log_softmax(self.ctc_output(enc).float(), dim=-1)
+            # Utterances CTC cannot align (more labels + repeats than frames) add 0.
+            ctc, ctc_per = ctc_loss(
+                log_probs, enc_lens, padded.to(enc.device), lens.to(enc.device),
+                blank=self.blank_id, reduction="none", zero_infinity=True, utt_ids=utt_ids,
+            )
+            mask = keep.to(ctc.device)
+            loss = loss + config.ctc_scale * ctc[mask].sum()
+            per_utt = per_utt + config.ctc_scale * ctc.detach().to(per_utt.device)
         stats = {
-            "loss": float(out.per_utt[keep].sum()),
+            "loss": float(per_utt[keep].sum()),
             "num_utts": float(keep.sum()),
             "num_infinite": float((~keep).sum()),
             "num_frames": float(enc_lens[keep.to(enc_lens.device)].sum()),
@@ -349,4 +373,7 @@ class TransducerModel(nn.Module):
         ):
             if part is not None:
                 stats[name] = float(part[keep].sum())
-        return out.loss, stats
+        if ctc_per is not None:
+            finite_ctc = keep & torch.isfinite(ctc_per).to(keep.device)
+            stats["ctc_loss"] = float(ctc_per[finite_ctc.to(ctc_per.device)].sum())
+        return loss, stats

@@ -97,6 +97,42 @@ def test_full_loss_option_and_exact_resume(corpus, tmp_path):
     assert summary["config"]["transducer_loss"]["kind"] == "full"
 
 
+def test_init_from_copies_the_encoder_of_another_model(trained, corpus, tmp_path):
+    from safetensors.torch import load_file
+
+    from speechfm.asr.config import create_model
+    from speechfm.asr.train import init_weights
+    from speechfm.models.transducer import TransducerModelConfig
+
+    _, final = trained
+    source = load_file(str(final / "model.safetensors"))
+    config = json.loads((final / "config.json").read_text())
+    torch.manual_seed(123)
+    fresh = create_model(TransducerModelConfig.from_dict(config["model"]))
+    copied = init_weights(fresh, final, ["encoder."])
+    state = fresh.state_dict()
+    assert copied and all(k.startswith("encoder.") for k in copied)
+    assert all(torch.equal(state[k], source[k]) for k in copied)
+    assert not torch.equal(state["joiner.output_linear.weight"], source["joiner.output_linear.weight"])
+    with pytest.raises(ValueError, match="no weight named"):
+        init_weights(fresh, final, ["nothing."])
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        init_weights(fresh, tmp_path, ["encoder."])
+    # through the trainer: the run starts from those weights (a 1e-12 learning rate keeps them)
+    exp = tmp_path / "init"
+    out = train_asr(_config(corpus, exp, init_from=str(final), max_steps=1, dev_cuts=None,
+                            average="last", optimizer={"lr": 1e-12},
+                            model={"encoder": {"conv_causal": True}, "ctc_head": True},
+                            transducer_loss={"warm_steps": 4, "ctc_scale": 0.2}))
+    trained_state = load_file(str(out / "model.safetensors"))
+    for key in copied:
+        if "num_batches_tracked" not in key and "running_" not in key:
+            torch.testing.assert_close(trained_state[key], source[key], rtol=0, atol=1e-8,
+                                       msg=key)
+    assert "ctc_output.weight" in trained_state
+    assert "initialised" in (exp / "log" / "train-rank0.log").read_text()
+
+
 def test_recipe_script_rejects_a_ctc_config_and_prints_its_config(repo_root, tmp_path):
     script = repo_root / "recipes" / "transducer" / "train.py"
     conf = repo_root / "recipes" / "transducer" / "configs" / "mini_cv_lang.yaml"

@@ -222,6 +222,34 @@ def test_compute_loss_forms_stats_and_errors():
         model.compute_loss(feats, lens, [[VOCAB], [2], [3]], step=0, utt_ids=["a", "b", "c"])
 
 
+def test_ctc_head_adds_the_auxiliary_ctc_loss():
+    from speechfm.losses.ctc import ctc_loss
+
+    model = _model(ctc_head=True).eval()
+    assert model.ctc_output.out_features == VOCAB
+    assert TransducerModelConfig.from_dict(_config(ctc_head=True).to_dict()).ctc_head
+    feats, lens = _batch()
+    targets = [[1, 2, 3], [4, 4], [5]]
+    base, base_stats = model.compute_loss(feats, lens, targets, step=0, loss_config=TORCH_LOSS)
+    assert "ctc_loss" not in base_stats
+    with_ctc = dataclasses.replace(TORCH_LOSS, ctc_scale=0.5)
+    loss, stats = model.compute_loss(feats, lens, targets, step=0, loss_config=with_ctc)
+    # the CTC term is the plain CTC loss of the head's log-probs, weighted
+    enc, enc_lens = model(feats, lens)
+    padded, y_lens = pad_targets(targets)
+    _, per_utt = ctc_loss(torch.log_softmax(model.ctc_output(enc), -1), enc_lens, padded, y_lens)
+    assert stats["ctc_loss"] == pytest.approx(float(per_utt.sum()), rel=1e-5)
+    assert loss.item() == pytest.approx(base.item() + 0.5 * stats["ctc_loss"], rel=1e-5)
+    assert stats["loss"] == pytest.approx(loss.item(), rel=1e-5)
+    loss.backward()
+    assert model.ctc_output.weight.grad.abs().sum() > 0
+    # a CTC weight without a head is a configuration error, named
+    with pytest.raises(ValueError, match="ctc_head"):
+        _model().compute_loss(feats, lens, targets, step=0, loss_config=with_ctc)
+    with pytest.raises(ValueError, match="ctc_scale"):
+        TransducerLossConfig(ctc_scale=-1.0).validate()
+
+
 def test_loss_is_float32_under_bf16_autocast():
     model = _model().train()
     feats, lens = _batch()
