@@ -17,10 +17,14 @@
 #      (resumes from EXP/checkpoints when interrupted; EXP/.train.done when finished)
 #   5  decode dev and test (greedy, or --decode-method beam) -> EXP/decode_<method>/{dev,test}
 #   6  per-language CER/WER tables + run details -> EXP/RESULTS.md (or --results-md FILE)
-#   7  train a streaming-capable transducer (pruned RNN-T, recipes/transducer) -> TEXP/final
-#   8  decode dev and test with it: greedy and modified beam (full context), and streaming
-#      greedy chunk by chunk (--stream-chunk encoder frames) -> TEXP/decode_*/{dev,test}
-#   9  per-language tables of the three decodings -> TEXP/RESULTS.md
+#   7  train two transducers (pruned RNN-T + auxiliary CTC, recipes/transducer), their
+#      encoders started from the stage-4 CTC model's (--transducer-init, "none" = from
+#      scratch): a streaming-capable one (causal convolution, dynamic chunks) -> TEXP/final
+#      and a full-context one (--offline-transducer-conf, "" to skip) -> OEXP/final
+#   8  decode dev and test: greedy and modified beam (full context) with both, and
+#      streaming greedy chunk by chunk (--stream-chunk encoder frames) with the streaming
+#      one -> TEXP/decode_*/{dev,test}, OEXP/decode_*/{dev,test}
+#   9  per-language tables of those decodings -> TEXP/RESULTS.md, OEXP/RESULTS.md
 set -euo pipefail
 __run_cmd="$0 $*"
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -39,7 +43,10 @@ beam=4
 results_md=          # default EXP/RESULTS.md
 transducer_exp_dir=exp/transducer   # TEXP
 transducer_conf=../../recipes/transducer/configs/mini_cv_lang.yaml
-transducer_args=     # extra key=value overrides for the transducer recipe
+offline_transducer_exp_dir=exp/transducer_offline   # OEXP
+offline_transducer_conf=../../recipes/transducer/configs/mini_cv_lang_offline.yaml
+transducer_init=     # encoder weights for stage 7: default EXP/final (the CTC model); none
+transducer_args=     # extra key=value overrides for the transducer recipe (both models)
 stream_chunk=16      # streaming decoding: encoder frames per chunk (x 40 ms)
 . conf/corpus.conf
 . ../utils/parse_options.sh
@@ -140,36 +147,63 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
 fi
 
 texp=$transducer_exp_dir
-if [ $stage -le 7 ] && [ $stop_stage -ge 7 ] && [ ! -f "$texp/.train.done" ]; then
-  log "Stage 7: train a transducer ($transducer_conf, $unit units) -> $texp"
-  mkdir -p "$texp"
-  echo "$__run_cmd" > "$texp/run_command.txt"
-  # shellcheck disable=SC2086  # transducer_args is a list of key=value words
-  OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} python ../../recipes/transducer/train.py \
-    "$transducer_conf" --exp-dir "$texp" --resume \
-    train_cuts="$data/fbank/cuts_train.jsonl.gz" dev_cuts="$data/fbank/cuts_dev.jsonl.gz" \
-    tokenizer="$lang_dir" cmvn="$data/fbank/cmvn.json" $transducer_args
-  touch "$texp/.train.done"
+oexp=$offline_transducer_exp_dir
+[ -z "$transducer_init" ] && transducer_init=$exp_dir/final
+init_arg=
+[ "$transducer_init" != none ] && init_arg="init_from=$transducer_init"
+# name:config:dir of each transducer this recipe trains
+models="streaming:$transducer_conf:$texp"
+[ -n "$offline_transducer_conf" ] && models="$models offline:$offline_transducer_conf:$oexp"
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  for spec in $models; do
+    IFS=: read -r kind conf dir <<< "$spec"
+    [ -f "$dir/.train.done" ] && continue
+    log "Stage 7: train the $kind transducer ($conf, $unit units, encoder from ${transducer_init}) -> $dir"
+    mkdir -p "$dir"
+    echo "$__run_cmd" > "$dir/run_command.txt"
+    # shellcheck disable=SC2086  # init_arg / transducer_args are lists of key=value words
+    OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} python ../../recipes/transducer/train.py \
+      "$conf" --exp-dir "$dir" --resume \
+      train_cuts="$data/fbank/cuts_train.jsonl.gz" dev_cuts="$data/fbank/cuts_dev.jsonl.gz" \
+      tokenizer="$lang_dir" cmvn="$data/fbank/cmvn.json" $init_arg $transducer_args
+    touch "$dir/.train.done"
+  done
 fi
 
 if [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
-  for split in dev test; do
-    log "Stage 8: decode $split with the transducer (greedy, beam $beam, streaming chunk $stream_chunk)"
-    cuts=$data/fbank/cuts_$split.jsonl.gz
-    speechfm decode "$texp/final" --cuts "$cuts" --out-dir "$texp/decode_greedy/$split" --group-by lang
-    speechfm decode "$texp/final" --cuts "$cuts" --out-dir "$texp/decode_beam/$split" \
-      --method beam --beam "$beam" --group-by lang
-    speechfm decode "$texp/final" --cuts "$cuts" --out-dir "$texp/decode_streaming_c$stream_chunk/$split" \
-      --streaming --chunk-size "$stream_chunk" --group-by lang
+  for spec in $models; do
+    IFS=: read -r kind conf dir <<< "$spec"
+    for split in dev test; do
+      log "Stage 8: decode $split with the $kind transducer (greedy, beam $beam$([ $kind = streaming ] && echo ", streaming chunk $stream_chunk"))"
+      cuts=$data/fbank/cuts_$split.jsonl.gz
+      speechfm decode "$dir/final" --cuts "$cuts" --out-dir "$dir/decode_greedy/$split" --group-by lang
+      speechfm decode "$dir/final" --cuts "$cuts" --out-dir "$dir/decode_beam/$split" \
+        --method beam --beam "$beam" --group-by lang
+      if [ "$kind" = streaming ]; then
+        speechfm decode "$dir/final" --cuts "$cuts" --out-dir "$dir/decode_streaming_c$stream_chunk/$split" \
+          --streaming --chunk-size "$stream_chunk" --group-by lang
+      fi
+    done
   done
 fi
 
 if [ $stage -le 9 ] && [ $stop_stage -ge 9 ]; then
-  log "Stage 9: write $texp/RESULTS.md"
-  python local/write_results.py --exp-dir "$texp" --decode-dir "$texp/decode_greedy" \
-    --decode-dir "$texp/decode_beam" --decode-dir "$texp/decode_streaming_c$stream_chunk" \
-    --splits dev,test --out "$texp/RESULTS.md" --run-command "$texp/run_command.txt" \
-    --title "mini_cv_lang: multilingual transducer ($unit units), offline and streaming"
+  for spec in $models; do
+    IFS=: read -r kind conf dir <<< "$spec"
+    log "Stage 9: write $dir/RESULTS.md"
+    if [ "$kind" = streaming ]; then
+      python local/write_results.py --exp-dir "$dir" --decode-dir "$dir/decode_greedy" \
+        --decode-dir "$dir/decode_beam" --decode-dir "$dir/decode_streaming_c$stream_chunk" \
+        --splits dev,test --out "$dir/RESULTS.md" --run-command "$dir/run_command.txt" \
+        --title "mini_cv_lang: multilingual streaming-capable transducer ($unit units), offline and streaming"
+    else
+      python local/write_results.py --exp-dir "$dir" --decode-dir "$dir/decode_greedy" \
+        --decode-dir "$dir/decode_beam" \
+        --splits dev,test --out "$dir/RESULTS.md" --run-command "$dir/run_command.txt" \
+        --title "mini_cv_lang: multilingual full-context transducer ($unit units)"
+    fi
+  done
 fi
 
 log "Done (stages $stage..$stop_stage, data in $data)"

@@ -142,8 +142,10 @@ model:
     conv_causal: true
     dynamic_chunk: true
     dynamic_chunk_max: 8
+  ctc_head: true
 transducer_loss:
   warm_steps: 10
+  ctc_scale: 0.3
 max_duration: 20
 num_workers: 0
 optimizer:
@@ -168,16 +170,29 @@ def test_transducer_stages_7_to_9_offline_and_streaming(recipe_run, repo_root):
     root, data, _, conf, _ = recipe_run
     tconf = root / "tiny_transducer.yaml"
     tconf.write_text(textwrap.dedent(TINY_TRANSDUCER_CONF))
-    texp = root / "exp" / "transducer"
+    # the full-context variant: the same without causal convolutions and dynamic chunks
+    oconf = root / "tiny_transducer_offline.yaml"
+    oconf.write_text(textwrap.dedent(TINY_TRANSDUCER_CONF).replace("conv_causal: true", "conv_causal: false")
+                     .replace("dynamic_chunk: true", "dynamic_chunk: false"))
+    texp, oexp = root / "exp" / "transducer", root / "exp" / "transducer_offline"
     res = _run_sh(repo_root, data, root / "exp" / "ctc", conf, "--stage", "7", "--stop-stage", "9",
                   "--transducer-conf", str(tconf), "--transducer-exp-dir", str(texp),
+                  "--offline-transducer-conf", str(oconf), "--offline-transducer-exp-dir", str(oexp),
                   "--stream-chunk", "4")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     for n in (7, 8, 9):
         assert f"Stage {n}:" in res.stderr
-    summary = json.loads((texp / "train_summary.json").read_text())
-    assert summary["steps"] == 20 and summary["config"]["model_size"] == "transducer_tiny"
-    assert json.loads((texp / "final" / "config.json").read_text())["family"] == "transducer"
+    for exp in (texp, oexp):
+        summary = json.loads((exp / "train_summary.json").read_text())
+        assert summary["steps"] == 20 and summary["config"]["model_size"] == "transducer_tiny"
+        # both encoders started from the stage-4 CTC model's
+        assert summary["config"]["init_from"].endswith("exp/ctc/final")
+        assert "initialised" in (exp / "log" / "train-rank0.log").read_text()
+        assert json.loads((exp / "final" / "config.json").read_text())["family"] == "transducer"
+        for decode in ("decode_greedy", "decode_beam"):
+            assert json.loads((exp / decode / "test" / "results.json").read_text())["num_utts"] == 4
+    assert not (oexp / "decode_streaming_c4").exists()
+    assert "full-context transducer" in (oexp / "RESULTS.md").read_text()
     for decode in ("decode_greedy", "decode_beam", "decode_streaming_c4"):
         for split in ("dev", "test"):
             results = json.loads((texp / decode / split / "results.json").read_text())
