@@ -207,7 +207,14 @@ class AsrTrainConfig:
             ).validate()
         else:
             self.scheduler.validate()
-        build_model_config(self, vocab_size=2)  # model_size and every override
+        model_config = build_model_config(self, vocab_size=2)  # model_size and every override
+        head = getattr(model_config, "ctc_head", None)
+        if head is not None and head != (self.transducer_loss.ctc_scale > 0):
+            # a head without its loss would be an untrained layer (and unused under DDP)
+            raise ValueError(
+                f"model.ctc_head is {head} but transducer_loss.ctc_scale is "
+                f"{self.transducer_loss.ctc_scale}: the CTC head and its loss go together"
+            )
 
     @property
     def family(self) -> str:

@@ -97,6 +97,14 @@ def test_full_loss_option_and_exact_resume(corpus, tmp_path):
     assert summary["config"]["transducer_loss"]["kind"] == "full"
 
 
+def test_ctc_head_and_its_loss_go_together(corpus, tmp_path):
+    with pytest.raises(ValueError, match="ctc_head"):
+        _config(corpus, tmp_path, model={"ctc_head": True}).validate()
+    with pytest.raises(ValueError, match="ctc_head"):
+        _config(corpus, tmp_path, transducer_loss={"ctc_scale": 0.2}).validate()
+    _config(corpus, tmp_path, model={"ctc_head": True}, transducer_loss={"ctc_scale": 0.2}).validate()
+
+
 def test_init_from_copies_the_encoder_of_another_model(trained, corpus, tmp_path):
     from safetensors.torch import load_file
 
