@@ -44,10 +44,8 @@ __all__ = [
     "append_to_section",
     "build_models",
     "config_from_args",
-    "copy_hf_weights",
     "encoder_flops",
     "format_report",
-    "hf_config",
     "main",
     "make_batch",
     "max_output_difference",
@@ -250,7 +248,10 @@ class BenchResult:
 
 
 def speechfm_config(cfg: BenchConfig):
-    """The :class:`~speechfm.models.conformer.ConformerConfig` equal to ``cfg``."""
+    """The :class:`~speechfm.models.conformer.ConformerConfig` of ``cfg``'s encoder.
+
+    HF's side is :func:`speechfm.models.conformer.interop.hf_config_from_conformer` of it.
+    """
     from speechfm.models.conformer import ConformerConfig
 
     return ConformerConfig(
@@ -275,97 +276,22 @@ def speechfm_config(cfg: BenchConfig):
     )
 
 
-def hf_config(cfg: BenchConfig):
-    """The transformers ``Wav2Vec2BertConfig`` equal to ``cfg`` (no adapter, no masking)."""
-    from transformers import Wav2Vec2BertConfig
-
-    config = Wav2Vec2BertConfig(
-        hidden_size=cfg.dim,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        intermediate_size=cfg.ffn_dim,
-        conv_depthwise_kernel_size=cfg.conv_kernel,
-        position_embeddings_type="relative_key",
-        left_max_position_embeddings=cfg.rel_left_max,
-        right_max_position_embeddings=cfg.rel_right_max,
-        feature_projection_input_dim=FBANK_DIM * STACK,
-        hidden_act="swish",
-        layer_norm_eps=1e-5,
-        hidden_dropout=0.0,
-        activation_dropout=0.0,
-        attention_dropout=0.0,
-        feat_proj_dropout=0.0,
-        final_dropout=0.0,
-        conformer_conv_dropout=0.0,
-        layerdrop=0.0,
-        apply_spec_augment=False,
-        mask_time_prob=0.0,  # else the model owns a masked_spec_embed vector
-        mask_feature_prob=0.0,
-    )
-    config._attn_implementation = cfg.hf_attn_implementation
-    return config
-
-
-def copy_hf_weights(hf: torch.nn.Module, ours: torch.nn.Module) -> None:
-    """Load a ``Wav2Vec2BertModel``'s weights into an equal speechfm encoder (in place).
-
-    Raises:
-        ValueError: a tensor is missing on either side or has another shape.
-    """
-    rename = (
-        ("feature_projection.layer_norm.", "front_end.norm."),
-        ("feature_projection.projection.", "front_end.proj."),
-        ("encoder.layers.", "blocks."),
-        (".ffn1_layer_norm.", ".ffn1_norm."),
-        (".ffn2_layer_norm.", ".ffn2_norm."),
-        (".intermediate_dense.", ".linear1."),
-        (".output_dense.", ".linear2."),
-        (".self_attn_layer_norm.", ".attn_norm."),
-        (".self_attn.linear_q.", ".attn.q_proj."),
-        (".self_attn.linear_k.", ".attn.k_proj."),
-        (".self_attn.linear_v.", ".attn.v_proj."),
-        (".self_attn.linear_out.", ".attn.out_proj."),
-        (".self_attn.distance_embedding.", ".attn.distance_embedding."),
-        (".conv_module.layer_norm.", ".conv_norm."),
-        (".conv_module.pointwise_conv1.", ".conv.pointwise1."),
-        (".conv_module.depthwise_conv.", ".conv.depthwise."),
-        (".conv_module.depthwise_layer_norm.", ".conv.norm."),
-        (".conv_module.pointwise_conv2.", ".conv.pointwise2."),
-        (".final_layer_norm.", ".final_norm."),
-    )
-    target = ours.state_dict()
-    converted: dict[str, torch.Tensor] = {}
-    for key, value in hf.state_dict().items():
-        new = key
-        for old, repl in rename:
-            new = new.replace(old, repl)
-        if new not in target:
-            raise ValueError(f"HF tensor {key} has no speechfm counterpart ({new})")
-        if ".pointwise" in new:  # Conv1d kernel 1 (out, in, 1) -> Linear (out, in)
-            value = value.squeeze(-1)
-        if value.shape != target[new].shape:
-            raise ValueError(
-                f"{key} -> {new}: shape {tuple(value.shape)} != {tuple(target[new].shape)}"
-            )
-        converted[new] = value
-    missing = sorted(set(target) - set(converted))
-    if missing:
-        raise ValueError(f"speechfm tensors without an HF counterpart: {missing}")
-    ours.load_state_dict(converted)
-
-
 def build_models(cfg: BenchConfig, device: torch.device):
     """(ours, hf): the two equal encoders on ``device``, ours holding HF's weights.
 
     HF's weights are perturbed first (LayerNorms start at identity) so that the output
-    comparison also checks every LayerNorm and bias mapping.
+    comparison also checks every LayerNorm and bias mapping.  The HF configuration and the
+    weight copy come from :mod:`speechfm.models.conformer.interop`.
     """
     from transformers import Wav2Vec2BertModel
 
     from speechfm.models.conformer import create_conformer_encoder
+    from speechfm.models.conformer.interop import hf_config_from_conformer, load_hf_weights
 
     torch.manual_seed(cfg.seed)
-    config = hf_config(cfg)
+    ours_config = speechfm_config(cfg)
+    config = hf_config_from_conformer(ours_config)
+    config._attn_implementation = cfg.hf_attn_implementation
     try:
         hf = Wav2Vec2BertModel(config)
     except ValueError:  # older transformers: no SDPA path for this model
@@ -375,8 +301,8 @@ def build_models(cfg: BenchConfig, device: torch.device):
     with torch.no_grad():
         for p in hf.parameters():
             p.add_(0.02 * torch.randn(p.shape, generator=gen))
-    ours = create_conformer_encoder(speechfm_config(cfg))
-    copy_hf_weights(hf, ours)
+    ours = create_conformer_encoder(ours_config)
+    load_hf_weights(ours, hf)
     return ours.to(device), hf.to(device)
 
 

@@ -15,11 +15,13 @@
         partial = stream.accept_waveform(piece, rate)       # -> text so far
     stream.finalize()                                        # -> the final text
 
-A model directory holds ``config.json`` (``{"family": ..., "model": <model config dict>,
-"tokenizer": "tokenizer", "frame_shift_s": ..., "speechfm_version": ...}``),
-``model.safetensors`` (weights, CMVN statistics included) and the tokenizer directory;
-nothing else is needed, and nothing is unpickled. The ``"family"`` key picks the loader
-in :data:`_LOADERS`, a plain dict (one entry per model family).
+A model directory (:mod:`speechfm.models.io`: ``config.json``, ``model.safetensors``
+and optional parts such as ``tokenizer/``) is all :func:`load` needs, and nothing is
+unpickled; config.json's ``"family"`` picks the family from the one family table
+(:data:`speechfm.models.io.FAMILIES`). Every family can ``embed``; ASR families (those
+with a search, ``recognize``) ``transcribe``, streaming ones ``stream``. An encoder-only
+checkpoint (a pretrained or converted encoder) embeds, and ``transcribe`` says it has no
+ASR head.
 
 Audio can be a file path (anything soundfile decodes: wav, flac, ogg, mp3, ... at any
 rate), a 1-D or 2-D (channels) numpy array or torch tensor together with its sample
@@ -30,7 +32,6 @@ length and the results come back in input order.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,20 +42,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from speechfm.decode.ctc import (
-    CtcHypothesis,
-    WordTimestamp,
-    ctc_greedy_hypotheses,
-    ctc_prefix_beam_search,
-    word_timestamps,
-)
-from speechfm.errors import AudioError, DataError, SpeechfmError
+from speechfm.decode.ctc import CtcHypothesis, WordTimestamp, word_timestamps
+from speechfm.errors import AudioError, SpeechfmError
+from speechfm.models.transducer.model import as_ctc_hypothesis
 
 __all__ = ["METHODS", "AudioStream", "SpeechModel", "Transcript", "WordTimestamp", "load"]
 
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.safetensors"
-TOKENIZER_DIR = "tokenizer"
 METHODS = ("greedy", "beam")
 """Search methods :meth:`SpeechModel.transcribe` accepts."""
 DEFAULT_STREAM_CHUNK = 16
@@ -74,10 +67,6 @@ _DTYPES = {
     "bf16": torch.bfloat16,
     "float64": torch.float64,
 }
-
-# (module, feats (N, T, F), feat_lens (N,), method, beam) -> N hypotheses
-SearchFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, str, int], list[CtcHypothesis]]
-
 
 @dataclass
 class Transcript:
@@ -108,165 +97,7 @@ class Transcript:
         }
 
 
-# ------------------------------------------------------------------------- families
-
-
-def _ctc_search(
-    module: nn.Module, feats: torch.Tensor, feat_lens: torch.Tensor, method: str, beam: int
-) -> list[CtcHypothesis]:
-    log_probs, out_lens = module(feats, feat_lens)
-    if method == "greedy":
-        return ctc_greedy_hypotheses(log_probs, out_lens, blank=module.blank_id)
-    nbest = ctc_prefix_beam_search(log_probs, out_lens, beam=beam, nbest=1, blank=module.blank_id)
-    return [hyps[0] if hyps else CtcHypothesis(tokens=[]) for hyps in nbest]
-
-
-def _build_ctc(model_config: dict[str, Any], where: Path) -> tuple[nn.Module, SearchFn]:
-    from speechfm.models.ctc import CtcModelConfig, create_ctc_model
-
-    try:
-        config = CtcModelConfig.from_dict(model_config)
-    except (ValueError, TypeError, KeyError) as e:
-        raise DataError(f"{where}: invalid CTC model config: {e}") from e
-    return create_ctc_model(config), _ctc_search
-
-
-def _as_ctc_hypothesis(hyp) -> CtcHypothesis:
-    """A transducer hypothesis in the CTC hypothesis' shape (each token on one frame)."""
-    probs = getattr(hyp, "token_log_probs", None) or []
-    return CtcHypothesis(
-        tokens=list(hyp.tokens),
-        token_frames=list(hyp.frames),
-        token_end_frames=list(hyp.frames),
-        token_confidences=[float(np.exp(p)) for p in probs],
-        score=float(hyp.score),
-    )
-
-
-def _transducer_search(
-    module: nn.Module, feats: torch.Tensor, feat_lens: torch.Tensor, method: str, beam: int
-) -> list[CtcHypothesis]:
-    from speechfm.decode.transducer import greedy_search, modified_beam_search
-
-    enc, enc_lens = module(feats, feat_lens)
-    if method == "greedy":
-        hyps = greedy_search(module, enc, enc_lens)
-    else:
-        hyps = [n[0] for n in modified_beam_search(module, enc, enc_lens, beam=beam)]
-    return [_as_ctc_hypothesis(h) for h in hyps]
-
-
-def _build_transducer(model_config: dict[str, Any], where: Path) -> tuple[nn.Module, SearchFn]:
-    from speechfm.models.transducer import TransducerModelConfig, create_transducer_model
-
-    try:
-        config = TransducerModelConfig.from_dict(model_config)
-    except (ValueError, TypeError, KeyError) as e:
-        raise DataError(f"{where}: invalid transducer model config: {e}") from e
-    return create_transducer_model(config), _transducer_search
-
-
-_LOADERS: dict[str, Callable[[dict[str, Any], Path], tuple[nn.Module, SearchFn]]] = {
-    "ctc": _build_ctc,
-    "transducer": _build_transducer,
-}
-"""Model family (config.json's ``"family"``) -> builder of (module, search function).
-
-A module must offer ``feature_extractor()`` (waveforms -> features), ``sample_rate``,
-``frame_shift_s``, ``encode(feats, feat_lens, return_layers=...)`` and whatever its search
-function calls."""
-
-
 # --------------------------------------------------------------------------- loading
-
-
-def _resolve_dir(path: Path) -> Path:
-    """``path`` itself, or the checkpoint ``path/latest`` names (a training run's root)."""
-    if not path.exists():
-        raise DataError(f"{path}: model directory does not exist")
-    if not path.is_dir():
-        raise DataError(f"{path}: not a directory (expected a model directory with {CONFIG_FILE})")
-    if not (path / CONFIG_FILE).is_file() and (path / "latest").is_file():
-        name = (path / "latest").read_text(encoding="utf-8").strip()
-        if name and (path / name / CONFIG_FILE).is_file():
-            return path / name
-    return path
-
-
-def _read_config(directory: Path) -> dict[str, Any]:
-    file = directory / CONFIG_FILE
-    if not file.is_file():
-        raise DataError(f"{directory}: not a model directory ({CONFIG_FILE} is missing)")
-    try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{file}: not valid JSON ({e})") from e
-    if not isinstance(config, dict):
-        raise DataError(f"{file}: expected a JSON object, got {type(config).__name__}")
-    if not isinstance(config.get("model"), dict):
-        raise DataError(f'{file}: no "model" section (the model config) in it')
-    return config
-
-
-def _family(config: dict[str, Any], file: Path) -> str:
-    family = config.get("family", config["model"].get("family"))
-    if family is None:
-        raise DataError(f'{file}: no "family" key saying which kind of model this is')
-    if family not in _LOADERS:
-        raise DataError(
-            f"{file}: unknown model family {family!r} (this speechfm loads: "
-            f"{', '.join(sorted(_LOADERS))})"
-        )
-    return family
-
-
-def _list(names: Sequence[str], limit: int = 8) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
-def _load_weights(module: nn.Module, file: Path) -> None:
-    """Load ``file`` into ``module``, naming every missing, unexpected or mis-shaped key."""
-    from safetensors.torch import load_file
-
-    if not file.is_file():
-        raise DataError(f"{file.parent}: no model weights ({file.name} is missing)")
-    try:
-        state = load_file(str(file), device="cpu")
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise DataError(f"{file}: cannot read the weights ({e})") from e
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in sorted(set(state) & set(expected))
-        if state[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or shapes:
-        problems = []
-        if missing:
-            problems.append(f"missing keys: {_list(missing)}")
-        if unexpected:
-            problems.append(f"unexpected keys: {_list(unexpected)}")
-        if shapes:
-            problems.append(f"shape mismatches (file vs config): {_list(shapes)}")
-        raise DataError(
-            f"{file}: weights do not match the model config.json describes; " + "; ".join(problems)
-        )
-    module.load_state_dict(state, strict=True)
-
-
-def _load_tokenizer(directory: Path, config: dict[str, Any]):
-    from speechfm.text.base import load_tokenizer
-
-    name = config.get("tokenizer", TOKENIZER_DIR)
-    if not isinstance(name, str) or not name:
-        raise DataError(f'{directory / CONFIG_FILE}: "tokenizer" must be a directory name')
-    tok_dir = directory / name
-    if not tok_dir.is_dir():
-        raise DataError(f"{directory}: no tokenizer ({name}/ directory is missing)")
-    return load_tokenizer(tok_dir)
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -297,8 +128,9 @@ def load(
     """Rebuild a model, its tokenizer and its feature settings from a model directory.
 
     Args:
-        path: a model directory (``config.json``, ``model.safetensors``, ``tokenizer/``),
-            or a training run's checkpoint root whose ``latest`` file names one.
+        path: a model directory (``config.json``, ``model.safetensors``, optional parts
+            such as ``tokenizer/``), or a training run's checkpoint root whose ``latest``
+            file names one.
         device: where to run (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
         dtype: cast the weights to this dtype (``torch.bfloat16``, ``"fp16"``, ...);
             None keeps them as saved (float32). Features are computed in float32 and
@@ -309,24 +141,15 @@ def load(
 
     Raises:
         DataError: the directory is incomplete or inconsistent; the message names the
-            directory and what is missing (config.json, model.safetensors, the tokenizer,
-            a known family, matching weights: missing/unexpected keys are listed).
+            directory and what is missing (config.json, model.safetensors, a known family,
+            matching weights: missing/unexpected keys are listed, a tokenizer whose size
+            differs from the model's vocabulary).
     """
-    directory = _resolve_dir(Path(path))
-    config = _read_config(directory)
-    family = _family(config, directory / CONFIG_FILE)
-    module, search = _LOADERS[family](config["model"], directory / CONFIG_FILE)
-    _load_weights(module, directory / MODEL_FILE)
-    tokenizer = _load_tokenizer(directory, config)
-    vocab = getattr(module, "vocab_size", None)
-    if vocab is not None and vocab != tokenizer.vocab_size:
-        raise DataError(
-            f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but the model "
-            f"outputs {vocab}"
-        )
-    model = SpeechModel(
-        module, tokenizer, search=search, family=family, config=config, path=directory
-    )
+    from speechfm.models.io import load_model_dir
+
+    loaded = load_model_dir(path)
+    model = SpeechModel(loaded.module, loaded.tokenizer, family=loaded.family, config=loaded.meta,
+                        path=loaded.directory)
     return model.to(device=device, dtype=dtype)
 
 
@@ -412,18 +235,18 @@ def _load_one(item: Any, i: int, sample_rate: int | None, target_sr: int) -> np.
 
 
 class SpeechModel:
-    """A loaded model with its tokenizer: ``transcribe`` and ``embed`` raw audio.
+    """A loaded model: ``embed`` raw audio, and ``transcribe``/``stream`` it with an ASR model.
 
     Build it with :func:`load`. Attributes: ``module`` (the ``nn.Module``, eval mode),
-    ``tokenizer``, ``family``, ``config`` (config.json as a dict), ``path``.
+    ``tokenizer`` (None for a model without one), ``family``, ``config`` (config.json as
+    a dict), ``path``.
     """
 
     def __init__(
         self,
         module: nn.Module,
-        tokenizer: Any,
+        tokenizer: Any = None,
         *,
-        search: SearchFn,
         family: str,
         config: dict[str, Any] | None = None,
         path: Path | None = None,
@@ -433,25 +256,38 @@ class SpeechModel:
         self.family = family
         self.config = dict(config or {})
         self.path = path
-        self._search = search
 
     def __repr__(self) -> str:
+        vocab = self.tokenizer.vocab_size if self.tokenizer is not None else None
         return (
             f"SpeechModel(family={self.family!r}, path={str(self.path)!r}, "
-            f"device={str(self.device)!r}, vocab_size={self.tokenizer.vocab_size})"
+            f"device={str(self.device)!r}, vocab_size={vocab})"
         )
+
+    @property
+    def can_transcribe(self) -> bool:
+        """True for an ASR model (a search and a tokenizer)."""
+        return self.tokenizer is not None and hasattr(self.module, "recognize")
+
+    def _require_asr(self, what: str) -> None:
+        if not self.can_transcribe:
+            missing = "no tokenizer" if self.tokenizer is None else "no ASR search"
+            raise SpeechfmError(
+                f"{self.path}: this {self.family} model has no ASR head ({missing}), so it "
+                f"cannot {what}; use embed() for its encoder layers, or fine-tune it with a "
+                "CTC or transducer recipe (init_from)")
 
     # ------------------------------------------------------------------ properties
 
     @property
     def sample_rate(self) -> int:
         """Rate in Hz the model computes features at (inputs are resampled to it)."""
-        return int(self.module.sample_rate)
+        return int(self.module.encoder.sample_rate)
 
     @property
     def frame_shift_s(self) -> float:
         """Seconds between encoder output frames."""
-        return float(self.module.frame_shift_s)
+        return float(self.module.encoder.frame_shift_s)
 
     @property
     def device(self) -> torch.device:
@@ -498,7 +334,7 @@ class SpeechModel:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         order = sorted(range(len(waves)), key=lambda i: -waves[i].shape[0])
         results: list[Any] = [None] * len(waves)
-        fbank = self.module.feature_extractor()
+        fbank = self.module.encoder.feature_extractor()
         device, dtype = self.device, self.dtype
         # no_grad rather than inference_mode: returned embeddings must stay usable as
         # ordinary tensors (e.g. inputs to a probe trained with autograd).
@@ -572,6 +408,7 @@ class SpeechModel:
             AudioError: a file is missing or undecodable, an input is empty or non-finite,
                 an array comes without its sample rate; the message names the input.
         """
+        self._require_asr("transcribe")
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if method == "beam" and beam < 1:
@@ -579,7 +416,7 @@ class SpeechModel:
         waves, single = self._inputs(audio, sample_rate)
 
         def search(feats: torch.Tensor, feat_lens: torch.Tensor) -> list[CtcHypothesis]:
-            return self._search(self.module, feats, feat_lens, method, beam)
+            return self.module.recognize(feats, feat_lens, method=method, beam=beam)
 
         hyps = self._batches(waves, batch_size, search)
         if timestamps or confidences:
@@ -659,15 +496,16 @@ class SpeechModel:
             SpeechfmError: the model is not a transducer (CTC models transcribe whole
                 inputs with :meth:`transcribe`).
         """
-        if self.family != "transducer":
+        self._require_asr("stream")
+        if not hasattr(self.module, "stream"):
             raise SpeechfmError(
-                f"{self.path}: streaming recognition needs a transducer model; this is a "
-                f"{self.family} model (use transcribe())"
+                f"{self.path}: streaming recognition needs a streaming-capable model (a "
+                f"transducer); this is a {self.family} model (use transcribe())"
             )
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if chunk_size is None:
-            own = int(getattr(self.module.encoder, "chunk_size", -1) or -1)
+            own = int(self.module.encoder.chunk_size or -1)
             chunk_size = own if own > 0 else DEFAULT_STREAM_CHUNK
         return AudioStream(self, method=method, beam=beam, chunk_size=chunk_size,
                            left_context=left_context)
@@ -688,15 +526,11 @@ class AudioStream:
                  left_context: int | None) -> None:
         import kaldi_native_fbank as knf
 
-        from speechfm.decode.transducer import TransducerStream
-
         self._model = model
         module = model.module
-        self._stream = TransducerStream(
-            module, method="greedy" if method == "greedy" else "modified_beam", beam=beam,
-            chunk_size=chunk_size, left_context=left_context,
-        )
-        self._fbank = knf.OnlineFbank(module.fbank.config.to_knf())
+        self._stream = module.stream(method=method, beam=beam, chunk_size=chunk_size,
+                                     left_context=left_context)
+        self._fbank = knf.OnlineFbank(module.encoder.fbank.config.to_knf())
         self._frames_used = 0
         self._rate: int | None = None
         self._resampler: Any = None
@@ -779,7 +613,7 @@ class AudioStream:
             self._feed(np.zeros(0, np.float32))
             hyp = self._stream.finalize()
             self.finished = True
-            self._hyp = _as_ctc_hypothesis(hyp)
+            self._hyp = as_ctc_hypothesis(hyp)
         if timestamps:
             return self._model._transcript(self._hyp, self.num_samples / self._model.sample_rate)
         return self._model.tokenizer.decode(self._hyp.tokens)

@@ -36,3 +36,19 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread for the test, the previous count restored after.
+
+    Tiny models gain nothing from intra-op threads, and on a busy CPU lose a lot. Request it
+    as an argument, or for a whole module with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -5,7 +5,7 @@
 #
 # - Makes .venv in the repository root (or uses $SPEECHFM_VENV) unless it already exists.
 # - Installs torch==2.13.0 (the CPU build on a CPU machine) only when no torch imports in
-#   that environment, so the "torch>=2.4" requirement is already satisfied and pip never
+#   that environment, so the "torch>=2.6" requirement is already satisfied and pip never
 #   pulls CUDA wheels. Override with SPEECHFM_TORCH_SPEC (e.g. "torch==2.11.0").
 # - Installs speechfm editable with the requested extras.
 # - Idempotent: a stamp of (pyproject.toml, extras, python) skips pip on a second run.

@@ -1,71 +1,155 @@
 #!/usr/bin/env python3
-"""Transducer ASR recipe: a Conformer encoder, a stateless predictor and a joiner trained
-with the pruned RNN-T loss (or the full loss), icefall style.
+"""Transducer ASR recipe: the shared speech encoder, a stateless predictor and a joiner
+trained with the pruned RNN-T loss (or the full loss), icefall style.
 
     python recipes/transducer/train.py CONFIG.yaml [--exp-dir DIR] [--resume] [--full-loss]
         [--print-config] [key=value ...]
     torchrun --nproc-per-node 2 recipes/transducer/train.py CONFIG.yaml ...   (data parallel)
 
-CONFIG is a :class:`speechfm.asr.config.AsrTrainConfig` YAML whose ``model_size`` is a
-transducer size (``transducer_tiny`` ... ``transducer_large``); ``configs/`` has the
-recipe's defaults. The loss settings are ``transducer_loss`` (see
-:class:`speechfm.losses.transducer.TransducerLossConfig`); their defaults are icefall's
-pruned_transducer_stateless ones: prune range 5, lm_scale 0.25, am_scale 0, the simple
-loss weighted 1.0 -> 0.5 while the pruned loss rises 0.1 -> 1.0 over ``warm_steps``.
-``--full-loss`` trains with the full RNN-T loss over the whole (T, U+1) lattice instead
-(memory O(N T U V): for small vocabularies or checking the pruned loss against it).
+CONFIG holds the fields of :class:`TransducerConfig` below: the run's settings
+(:class:`speechfm.train.RunConfig`) plus the tokenizer, the transcript to learn, the CMVN
+statistics, the model (``transducer_tiny`` ... ``transducer_large`` with overrides) and
+``transducer_loss`` (:class:`speechfm.losses.transducer.TransducerLossConfig`), whose
+defaults are icefall's pruned_transducer_stateless ones: prune range 5, lm_scale 0.25,
+am_scale 0, the simple loss weighted 1.0 -> 0.5 while the pruned loss rises 0.1 -> 1.0
+over ``warm_steps``. ``--full-loss`` trains with the full RNN-T loss over the whole
+(T, U+1) lattice instead (memory O(N T U V): for small vocabularies or checking the pruned
+loss against it). ``init_from=DIR`` starts the encoder from another model (CTC
+pre-training of the encoder); ``model.ctc_head: true`` with ``transducer_loss.ctc_scale``
+adds the auxiliary CTC loss (icefall's --use-ctc).
 
-Checkpoints, resume, TensorBoard, curves.png and the exported ``EXP/final`` model directory
-are speechfm's trainer's (:func:`speechfm.asr.train.train_asr`); decode the result with
-``speechfm decode EXP/final --cuts ... [--method beam] [--streaming --chunk-size 16]`` or
-``speechfm.load("EXP/final")`` (``.transcribe`` and ``.stream``).
+The run writes ``EXP/final``; decode it with ``speechfm decode EXP/final --cuts ...
+[--method beam] [--streaming --chunk-size 16]`` or ``speechfm.load("EXP/final")``
+(``.transcribe`` and ``.stream``). The exported weights are chosen by dev greedy CER.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
+
+from speechfm.losses.transducer import TransducerLossConfig
+from speechfm.train import RunConfig
+
+
+@dataclass(kw_only=True)
+class TransducerConfig(RunConfig):
+    """A transducer run: :class:`RunConfig` plus the tokenizer, targets, model and loss."""
+
+    tokenizer: str
+    """Tokenizer directory (bpe, unigram, char or ipa) saved by ``speechfm tokenizer train``."""
+    targets: str = "auto"
+    """Transcript to learn: "text", "ipa" (``custom["ipa"]``) or "auto" (ipa for an ipa tokenizer)."""
+    cmvn: str | None = None
+    """Global CMVN JSON (``speechfm features cmvn``) copied into the encoder's buffers."""
+    model_size: str = "transducer_small"
+    """Named size to start from: transducer_tiny, _small, _base or _large."""
+    model: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the model config's fields, nested
+    (``{"encoder": {"conformer": {"conv_causal": true}}, "ctc_head": true}``)."""
+    transducer_loss: TransducerLossConfig = field(default_factory=TransducerLossConfig)
+    """Pruned (default) or full RNN-T loss and its weights."""
+    exp_dir: str = "exp/transducer"
+    """Output directory of the run."""
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.tokenizer:
+            raise ValueError("tokenizer must be set")
+        if self.targets not in ("auto", "text", "ipa"):
+            raise ValueError(f"targets must be auto, text or ipa, got {self.targets!r}")
+        self.transducer_loss.validate()
+        head = build_model_config(self, vocab_size=2).ctc_head
+        if head != (self.transducer_loss.ctc_scale > 0):
+            # a head without its loss would be an untrained layer (and unused under DDP)
+            raise ValueError(
+                f"model.ctc_head is {head} but transducer_loss.ctc_scale is "
+                f"{self.transducer_loss.ctc_scale}: the CTC head and its loss go together")
+
+
+def build_model_config(config: TransducerConfig, vocab_size: int):
+    """The named size with the ``model`` overrides applied; the vocabulary is the tokenizer's."""
+    from speechfm.config import override_dataclass
+    from speechfm.models import transducer as tr
+
+    sizes = {"transducer_tiny": tr.transducer_tiny, "transducer_small": tr.transducer_small,
+             "transducer_base": tr.transducer_base, "transducer_large": tr.transducer_large}
+    if config.model_size not in sizes:
+        raise ValueError(f"model_size must be one of {sorted(sizes)}, got {config.model_size!r}")
+    if "vocab_size" in config.model:
+        raise ValueError("model.vocab_size cannot be set: it comes from the tokenizer")
+    model_config = override_dataclass(sizes[config.model_size](vocab_size), config.model, "model")
+    model_config.validate()
+    return model_config
+
+
+def train(config: TransducerConfig, *, resume: bool = False):
+    """Train and export; returns the :class:`speechfm.train.RunResult`."""
+    from speechfm.decode.asr import evaluate_recognizer
+    from speechfm.features.cmvn import GlobalCMVN
+    from speechfm.models.transducer import create_transducer_model
+    from speechfm.text import load_tokenizer
+    from speechfm.text.targets import batch_targets, resolve_targets
+    from speechfm.train import run
+    from speechfm.train.run import load_cuts, seed_run
+
+    config.validate()
+    seed_run(config)
+    tokenizer = load_tokenizer(config.tokenizer)
+    targets = resolve_targets(config.targets, tokenizer)
+    model_config = build_model_config(config, tokenizer.vocab_size)
+    model = create_transducer_model(model_config)
+    if config.cmvn:
+        stats = GlobalCMVN.load(config.cmvn)
+        model.encoder.set_cmvn(stats.mean, stats.var, var_floor=stats.var_floor)
+    elif model_config.encoder.normalization == "global":
+        print("warning: no cmvn file given: the model's CMVN stays the identity", file=sys.stderr)
+    dev_cuts = load_cuts(config.dev_cuts).to_eager() if config.dev_cuts else None
+    loss_config = config.transducer_loss
+
+    def loss_fn(net, batch, ctx):
+        # Through the (DDP) wrapper's forward, so that gradients are synchronised.
+        return net(dict(batch, targets=batch_targets(batch, tokenizer, targets)),
+                   step=ctx.state.step, loss_config=loss_config)
+
+    def validate(model, ctx):
+        # The dev loss with the loss weights of the current step (the pruned loss' warm-up).
+        return evaluate_recognizer(model, dev_cuts, tokenizer, targets=targets, device=ctx.device,
+                                   max_duration=config.max_duration,
+                                   world_size=ctx.info.world_size, rank=ctx.info.rank,
+                                   loss_kwargs={"step": ctx.state.step, "loss_config": loss_config})
+
+    # The full loss leaves the simple-loss projections without gradient.
+    unused = model_config.encoder.conformer.layer_drop > 0 or loss_config.kind == "full"
+    return run(
+        config, model=model, model_config=model_config, loss_fn=loss_fn,
+        validate=validate if dev_cuts is not None else None,
+        metric="per" if targets == "ipa" else "cer",
+        parts={"tokenizer": tokenizer}, find_unused_parameters=unused,
+        summary={"tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
+                               "path": config.tokenizer},
+                 "targets": targets, "model_size": config.model_size},
+        resume=resume,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     import yaml
 
-    from speechfm.asr.config import apply_overrides, load_train_config
-    from speechfm.asr.train import train_asr
+    from speechfm.config import parse_recipe_args
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="YAML training config (AsrTrainConfig fields)")
-    p.add_argument("--exp-dir", default=None, help="output directory (overrides exp_dir)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the latest checkpoint (fresh start if none)")
-    p.add_argument("--full-loss", action="store_true",
-                   help="train with the full RNN-T loss instead of the pruned one")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    args, overrides = p.parse_known_args(argv)
-    bad = [o for o in overrides if o.startswith("-") or "=" not in o]
-    if bad:
-        p.error(f"not a key=value override: {' '.join(bad)}")
-    if args.full_loss:
-        overrides.append("transducer_loss.kind=full")
-    # The size first: a CTC size would only fail later, on the transducer-only fields.
-    try:
-        raw = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        p.error(f"{args.config}: cannot read the config: {e}")
-    size = apply_overrides(raw if isinstance(raw, dict) else {}, overrides).get("model_size")
-    if not str(size).startswith("transducer_"):
-        p.error(f"{args.config}: model_size {size!r} is not a transducer size "
-                "(transducer_tiny, transducer_small, transducer_base, transducer_large)")
-    try:
-        config = load_train_config(args.config, overrides, exp_dir=args.exp_dir)
-    except ValueError as e:
-        p.error(f"{args.config}: {e}")
+    def options(parser) -> None:
+        parser.add_argument("--full-loss", action="store_true",
+                            help="train with the full RNN-T loss instead of the pruned one")
+        parser.set_defaults(override_hooks=[
+            lambda a: a.overrides.append("transducer_loss.kind=full") if a.full_loss else None])
+
+    config, args = parse_recipe_args(argv, TransducerConfig, __doc__, extra=options)
     if args.print_config:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), end="")
         return 0
-    final = train_asr(config, resume=args.resume)
-    print(f"model: {final}")
+    print(f"model: {train(config, resume=args.resume).final_dir}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``speechfm decode``: decode a manifest with a CTC or transducer model directory and score it.
+"""``speechfm decode``: decode a manifest with an ASR model directory and score it.
 
     speechfm decode MODEL_DIR --cuts CUTS --out-dir DIR [--method greedy|beam] [--beam 4]
                     [--group-by lang|speaker|none] [--device cpu] [--max-duration S]
@@ -23,7 +23,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "decode",
         help="decode a manifest with an ASR model and print per-language CER/WER",
-        description="Decode every cut of a manifest with a CTC or transducer model directory, write "
+        description="Decode every cut of a manifest with an ASR model directory, write "
         "hypotheses, errs files and results.json, and print per-group error rates.",
     )
     p.add_argument("model_dir", metavar="MODEL_DIR", help="model directory (exp/.../final)")
@@ -52,7 +52,7 @@ def register(subparsers) -> None:
 def _decode(args: argparse.Namespace) -> int:
     import torch
 
-    from speechfm.asr.decode import decode_manifest, format_results_table
+    from speechfm.decode.asr import decode_manifest, format_results_table
 
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)

@@ -1,77 +1,83 @@
-"""``speechfm train``: train a CTC or transducer ASR model from a YAML config.
+"""``speechfm train``: run a recipe's training from a YAML config.
 
-    speechfm train CONFIG.yaml [--exp-dir DIR] [--resume] [key=value ...]
+    speechfm train CONFIG.yaml [--recipe NAME] [--exp-dir DIR] [--resume] [key=value ...]
     torchrun --nproc-per-node 2 -m speechfm train CONFIG.yaml ...     (data parallel)
 
+The recipe is ``--recipe NAME`` or, by default, the prefix of the config's
+``model_size`` (``ctc_small`` -> ``recipes/ctc``, ``transducer_tiny`` ->
+``recipes/transducer``). The command hands everything after the config to
+``recipes/<NAME>/train.py`` (the library imports nothing from recipes/: it runs the
+script), so ``speechfm train`` and ``python recipes/<NAME>/train.py`` are the same run.
 ``key=value`` overrides reach nested fields by dotted paths (``optimizer.lr=2e-3``,
-``model.encoder.num_layers=8``, ``max_steps=100``); values are read as YAML. See
-:class:`speechfm.asr.train.AsrTrainConfig` for every field. The exported model lands in
-``EXP/final`` (config.json, model.safetensors, tokenizer/).
+``model.encoder.conformer.num_layers=8``, ``max_steps=100``); values are read as YAML.
 """
 
 from __future__ import annotations
 
 import argparse
+import runpy
 import sys
+from pathlib import Path
+
+from speechfm.errors import SpeechfmError
+
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+"""recipes/ of the source checkout speechfm runs from."""
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a CTC or transducer ASR model (YAML config + key=value overrides)",
-        description="Train a CTC or transducer (model_size transducer_*) ASR model. Overrides are dotted key=value pairs, e.g. "
-        "optimizer.lr=2e-3 model.encoder.dim=144 max_steps=2000.",
+        help="train with a recipe (YAML config + key=value overrides)",
+        description="Run recipes/<recipe>/train.py on a YAML config. The recipe is --recipe "
+        "or the prefix of the config's model_size (ctc_small -> ctc). Overrides are dotted "
+        "key=value pairs, e.g. optimizer.lr=2e-3 model.encoder.conformer.dim=144 max_steps=2000.",
     )
-    p.add_argument("config", help="YAML training config (fields of AsrTrainConfig)")
-    # REMAINDER, because argparse cannot put positionals after options otherwise
-    # ("CONFIG --exp-dir X k=v"); the options found in it are parsed again in _train.
-    p.add_argument("overrides", nargs=argparse.REMAINDER, metavar="key=value",
-                   help="config overrides")
-    p.add_argument("--exp-dir", default=None, help="output directory (overrides exp_dir)")
-    p.add_argument(
-        "--resume", action="store_true",
-        help="continue from the latest checkpoint under EXP/checkpoints (fresh start if none)",
-    )
-    p.add_argument(
-        "--print-config", action="store_true", help="print the resolved config and exit"
-    )
+    p.add_argument("config", help="YAML training config (the recipe's config fields)")
+    # REMAINDER: everything else goes to the recipe as it is (options and overrides).
+    p.add_argument("rest", nargs=argparse.REMAINDER, metavar="...",
+                   help="--exp-dir DIR, --resume, --print-config, key=value overrides")
+    p.add_argument("--recipe", default=None, help="recipe name (a folder of recipes/)")
     p.set_defaults(func=_train)
 
 
-def _split_options(args: argparse.Namespace) -> None:
-    """Move options that came after the first override into ``args``."""
-    late = argparse.ArgumentParser(prog="speechfm train", add_help=False)
-    late.add_argument("--exp-dir", default=None)
-    late.add_argument("--resume", action="store_true")
-    late.add_argument("--print-config", action="store_true")
-    found, rest = late.parse_known_args(args.overrides)
-    bad = [r for r in rest if r.startswith("-") or "=" not in r]
-    if bad:
-        print(f"speechfm train: error: not a key=value override: {' '.join(bad)}", file=sys.stderr)
-        raise SystemExit(2)
-    args.overrides = rest
-    args.exp_dir = found.exp_dir or args.exp_dir
-    args.resume = args.resume or found.resume
-    args.print_config = args.print_config or found.print_config
+def recipe_script(config: str, recipe: str | None, overrides: list[str]) -> Path:
+    """recipes/<name>/train.py for a config (``--recipe`` or its model_size's prefix).
+
+    Raises:
+        SpeechfmError: no recipe named, or no such recipe in this checkout.
+    """
+    from speechfm.config import apply_overrides, read_yaml
+
+    if recipe is None:
+        size = apply_overrides(read_yaml(config), overrides).get("model_size")
+        if not isinstance(size, str) or "_" not in size:
+            raise SpeechfmError(f"{config}: no model_size to pick the recipe from; pass --recipe NAME")
+        recipe = size.split("_", 1)[0]
+    script = RECIPES_DIR / recipe / "train.py"
+    if not script.is_file():
+        known = sorted(p.name for p in RECIPES_DIR.glob("*") if (p / "train.py").is_file())
+        raise SpeechfmError(f"no recipe {recipe!r} ({script} is missing; recipes here: "
+                            f"{', '.join(known) or 'none: speechfm train runs the recipes of a source checkout'})")
+    return script
 
 
 def _train(args: argparse.Namespace) -> int:
-    import yaml
-
-    from speechfm.asr.train import load_train_config, train_asr
-    from speechfm.errors import DataError
-
-    _split_options(args)
+    rest = list(args.rest)
+    if "--recipe" in rest:  # also accepted after the config
+        i = rest.index("--recipe")
+        if i + 1 >= len(rest):
+            raise SpeechfmError("--recipe needs a name")
+        args.recipe = rest[i + 1]
+        del rest[i:i + 2]
+    overrides = [r for r in rest if "=" in r and not r.startswith("-")]
+    script = recipe_script(args.config, args.recipe, overrides)
+    argv = sys.argv
+    sys.argv = [str(script), args.config, *rest]
     try:
-        config = load_train_config(args.config, args.overrides, exp_dir=args.exp_dir)
-    except ValueError as e:
-        if isinstance(e, DataError):
-            raise
-        print(f"speechfm train: error: {args.config}: {e}", file=sys.stderr)
-        return 2
-    if args.print_config:
-        print(yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), end="")
-        return 0
-    final = train_asr(config, resume=args.resume)
-    print(f"model: {final}")
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as e:
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
+    finally:
+        sys.argv = argv
     return 0

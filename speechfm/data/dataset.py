@@ -5,14 +5,18 @@ and ``DataLoader(dataset, sampler=sampler, batch_size=None)``. For each cut it t
 precomputed lhotse features when the cut has them, otherwise it loads the audio with
 ``cut.load_audio()`` and computes kaldi-native-fbank features on the fly.
 
-A bad item (unreadable or empty audio, NaN/Inf samples or features, too short for a single
-frame) never fails the batch: it is logged with its cut id, counted in ``dataset.skipped``
-and listed in the batch's ``"skipped_cut_ids"`` (the counter lives in each DataLoader worker's
-copy of the dataset; the batch key is what reaches the training loop).
+A bad item (missing, unreadable or empty audio or feature file, audio shorter than its
+manifest says, NaN/Inf samples or features, too short for a single frame) never fails the
+batch: it is logged with its cut id, counted in ``dataset.skipped`` and listed in the batch's
+``"skipped_cut_ids"`` (the counter lives in each DataLoader worker's copy of the dataset; the
+batch key is what reaches the training loop). Anything else (a TypeError or AttributeError
+from a bug, a missing optional module, a feature dimension that does not match the config)
+is not the item's fault and propagates.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 
@@ -25,6 +29,36 @@ log = logging.getLogger(__name__)
 
 CutTransform = Callable[["object"], "object"]  # CutSet -> CutSet
 InputTransform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, x_lens) -> x
+
+
+@functools.cache
+def _reader_faults() -> tuple[type[BaseException], ...]:
+    """Exception types that lhotse's audio and feature readers raise for a bad file.
+
+    Measured with lhotse 1.33, soundfile 0.14, numpy 2.4 and lilcom 1.8:
+
+    - ``cut.load_audio()``: lhotse wraps every backend failure (missing, directory, zero-byte,
+      undecodable or header-only file, fewer samples than the recording declares) in
+      ``AudioLoadingError``; ``DurationMismatchError`` for a cut past the end of its audio or
+      channels of different lengths. Neither derives from a builtin error but ``Exception``.
+    - ``cut.load_features()``: ``FileNotFoundError``/``OSError`` for a missing file or
+      container, ``ValueError`` from numpy (truncated ``.npy``, pickled data) and lilcom
+      (corrupt or truncated data), ``EOFError`` from numpy for a zero-byte ``.npy``.
+    - soundfile's own ``SoundFileError`` (``LibsndfileError``) should a reader let it through.
+
+    Imported lazily: importing this module must not import lhotse.
+    """
+    import soundfile
+    from lhotse.audio import AudioLoadingError, DurationMismatchError
+
+    return (
+        AudioLoadingError,
+        DurationMismatchError,
+        soundfile.SoundFileError,
+        OSError,
+        EOFError,
+        ValueError,
+    )
 
 
 def _supervision_fields(cut) -> tuple[str, str | None, str | None, str | None]:
@@ -86,8 +120,22 @@ class AsrDataset(torch.utils.data.Dataset):
         from speechfm.features.fbank import compute_fbank
 
         if self.use_precomputed and cut.has_features:
-            return np.asarray(cut.load_features(), dtype=np.float32)
-        audio = np.asarray(cut.load_audio(), dtype=np.float32)
+            try:
+                feats = cut.load_features()
+            except DataError:
+                raise
+            except _reader_faults() as e:
+                raise DataError(f"cannot read features: {type(e).__name__}: {e}") from e
+            return np.asarray(feats, dtype=np.float32)
+        try:
+            audio = cut.load_audio()
+        except DataError:  # e.g. AudioError from an AdditiveNoise transform
+            raise
+        except _reader_faults() as e:
+            raise AudioError(f"cannot load audio: {type(e).__name__}: {e}") from e
+        if audio is None:
+            raise AudioError("cut has neither features nor a recording")
+        audio = np.asarray(audio, dtype=np.float32)
         if audio.size == 0:
             raise AudioError("empty audio")
         if not np.isfinite(audio).all():
@@ -106,7 +154,8 @@ class AsrDataset(torch.utils.data.Dataset):
                     raise AudioError(f"no feature frames (shape {f.shape}); audio too short?")
                 if not np.isfinite(f).all():
                     raise DataError("features have NaN or Inf values")
-            except Exception as e:  # any reader/decoder failure is a bad item, not a crash
+            except DataError as e:  # a bad item, not a crash; _load_features turns reader
+                # failures into DataError, and programming errors propagate
                 self.skipped += 1
                 skipped.append(cut.id)
                 log.warning("skipping cut %s: %s: %s", cut.id, type(e).__name__, e)

@@ -5,6 +5,9 @@
   ``CtcHypothesis``, ``WordTimestamp``;
 - :mod:`speechfm.decode.transducer`: ``greedy_search``, ``modified_beam_search``,
   ``TransducerStream``, ``TransducerHypothesis``;
+- :mod:`speechfm.decode.asr`: ``decode_manifest`` (hyps, errs files, per-language
+  CER/WER/PER of any ASR model directory), ``evaluate_recognizer``, ``load_asr_model``,
+  ``format_results_table``;
 - :mod:`speechfm.decode.scoring`: ``score``, ``score_by_group``, ``write_errs``,
   ``results_table_markdown``, ``ScoreResult``, ``UttAlignment``.
 
@@ -18,6 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "CtcHypothesis": "speechfm.decode.ctc",
+    "decode_manifest": "speechfm.decode.asr",
+    "evaluate_recognizer": "speechfm.decode.asr",
+    "format_results_table": "speechfm.decode.asr",
+    "load_asr_model": "speechfm.decode.asr",
     "WordTimestamp": "speechfm.decode.ctc",
     "ctc_forced_align": "speechfm.decode.ctc",
     "ctc_greedy_hypotheses": "speechfm.decode.ctc",
@@ -50,6 +57,10 @@ __all__ = [
     "ctc_prefix_beam_search",
     "greedy_search",
     "modified_beam_search",
+    "decode_manifest",
+    "evaluate_recognizer",
+    "format_results_table",
+    "load_asr_model",
     "results_table_markdown",
     "score",
     "score_by_group",
@@ -59,6 +70,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from speechfm.decode.asr import (
+        decode_manifest,
+        evaluate_recognizer,
+        format_results_table,
+        load_asr_model,
+    )
     from speechfm.decode.ctc import (
         CtcHypothesis,
         WordTimestamp,

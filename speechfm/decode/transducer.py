@@ -2,8 +2,8 @@
 
 All searches take a :class:`~speechfm.models.transducer.TransducerModel` (its predictor and
 joiner) and the encoder output ``enc`` (N, T, C) with ``enc_lens`` (N,) valid frames (from
-``model(feats, x_lens)`` or ``model.encode``), and return :class:`TransducerHypothesis`
-objects. Frames are encoder output frames; multiply by ``model.frame_shift_s`` for seconds.
+``model.encode(feats, x_lens)``), and return :class:`TransducerHypothesis`
+objects. Frames are encoder output frames; multiply by ``model.encoder.frame_shift_s`` for seconds.
 
 Topology. Every search emits at most ``max_sym_per_frame`` (M) non-blank tokens per frame:
 on frame t a hypothesis emits tokens until it emits a blank (which moves it to frame t + 1)
@@ -22,7 +22,7 @@ candidates survive. With ``beam=1`` this is greedy search.
 Streaming: :class:`TransducerStream` takes feature frames in pieces of any size, runs the
 encoder chunk by chunk (:meth:`ConformerEncoder.streaming_forward`) and advances the search
 on every new encoder frame; its result equals the offline search on the chunked-attention
-encoder output (``model(feats, x_lens, chunk_size=..., left_context=...)``).
+encoder output (``model.encode(feats, x_lens, chunk_size=..., left_context=...)``).
 """
 
 from __future__ import annotations
@@ -385,12 +385,12 @@ def modified_beam_search(
 class TransducerStream:
     """Streaming recognition of one utterance: features in, partial results out.
 
-    Feature frames (fbank, not normalised: the model's CMVN is applied here) arrive in
+    Feature frames (fbank, not normalised: the encoder normalises them) arrive in
     pieces of any size; the encoder front end keeps the frames its receptive field still
     needs, encoder frames are grouped into attention chunks of ``chunk_size``, and each
     completed chunk's frames advance the search at once. :meth:`finalize` flushes the last
     partial chunk. The result equals :func:`greedy_search` / :func:`modified_beam_search` on
-    ``model(feats, x_lens, chunk_size=chunk_size, left_context=left_context)``.
+    ``model.encode(feats, x_lens, chunk_size=chunk_size, left_context=left_context)``.
 
     The encoder must be streamable: causal convolutions (``conv_causal=True``) and a front
     end without padding in time ("conv2d" or "stack").
@@ -428,7 +428,7 @@ class TransducerStream:
         self.adapters = adapters
         param = next(model.parameters())
         self._device, self._dtype = param.device, param.dtype
-        self.feature_dim = model.fbank.config.feature_dim
+        self.feature_dim = model.encoder.feature_dim
         with torch.inference_mode():
             self._state = model.encoder.init_streaming_state(
                 1,
@@ -473,8 +473,6 @@ class TransducerStream:
         before = self.num_frames
         with torch.inference_mode():
             x = feats.to(self._device, self._dtype).unsqueeze(0)
-            if self.model.cmvn is not None:
-                x = self.model.cmvn(x)  # per frame: normalising a piece = normalising the whole
             out, out_lens, self._state = self.model.encoder.streaming_forward(
                 x, self._state, language=self.language, adapters=self.adapters
             )

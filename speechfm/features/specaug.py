@@ -179,3 +179,48 @@ class SpecAugment(nn.Module):
             )
             out[i, :length] = torch.cat([left, right], dim=-1)[0].transpose(0, 1)
         return out
+
+
+from dataclasses import dataclass  # noqa: E402  (the config sits beside the module it builds)
+
+
+@dataclass(kw_only=True)
+class SpecAugmentConfig:
+    """Settings of :class:`SpecAugment` (the defaults are icefall's/ESPnet's LibriSpeech ones)."""
+
+    num_freq_masks: int = 2
+    """Frequency masks per utterance."""
+    freq_mask_width: int = 27
+    """Widest frequency mask, in feature channels."""
+    num_time_masks: int = 10
+    """Most time masks per utterance."""
+    time_mask_multiplicity: float = 0.04
+    """An utterance of L frames gets min(num_time_masks, floor(this * L)) masks."""
+    time_mask_max_frac: float = 0.05
+    """A time mask spans at most this fraction of the utterance."""
+    time_warp: int = 0
+    """Largest time-warp distance in frames (0 = no warping)."""
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        for name in ("num_freq_masks", "freq_mask_width", "num_time_masks", "time_warp"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"specaug.{name} must be >= 0, got {getattr(self, name)}")
+        if self.time_mask_multiplicity < 0:
+            raise ValueError("specaug.time_mask_multiplicity must be >= 0, got "
+                             f"{self.time_mask_multiplicity}")
+        if not 0.0 <= self.time_mask_max_frac <= 1.0:
+            raise ValueError(
+                f"specaug.time_mask_max_frac must be in [0, 1], got {self.time_mask_max_frac}")
+
+    def build(self) -> SpecAugment:
+        """The :class:`SpecAugment` module these settings describe."""
+        self.validate()
+        return SpecAugment(
+            num_freq_masks=self.num_freq_masks,
+            freq_mask_width=self.freq_mask_width,
+            num_time_masks=self.num_time_masks,
+            time_mask_multiplicity=self.time_mask_multiplicity,
+            time_mask_max_frac=self.time_mask_max_frac,
+            time_warp=self.time_warp,
+        )

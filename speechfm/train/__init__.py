@@ -1,6 +1,12 @@
 """Training utilities: small functions and classes that a recipe composes into its own loop.
 
-There is no Trainer base class. A recipe owns its loop and picks pieces from here:
+There is no Trainer base class. Most recipes call :func:`~speechfm.train.run.run` (the
+generic run function: budgets, resume, validation, early stopping, averaging, export)
+with their own loss and validation functions; a recipe that needs another loop composes
+the pieces it uses:
+
+* :mod:`~speechfm.train.run` - ``RunConfig`` (embedded in every recipe's config) and ``run``
+* :mod:`~speechfm.train.ema` - ``EmaWeights`` (EMA teachers) and ``cosine_momentum``
 
 * :mod:`~speechfm.train.optim` - AdamW/Adam with weight decay kept off norms and biases
 * :mod:`~speechfm.train.schedulers` - Noam, tri-stage, cosine, constant (all with warmup)
@@ -87,6 +93,7 @@ from speechfm.train.distributed import (
     unwrap_model,
     wrap_model,
 )
+from speechfm.train.ema import EmaWeights, cosine_momentum
 from speechfm.train.logging import TrainLogger, plot_curves, read_scalars, setup_logging
 from speechfm.train.loop import (
     EpochSummary,
@@ -101,6 +108,7 @@ from speechfm.train.loop import (
 )
 from speechfm.train.optim import OptimizerConfig, create_optimizer, param_groups
 from speechfm.train.rng import get_rng_state, seed_everything, set_rng_state
+from speechfm.train.run import RunConfig, RunContext, RunResult, run, seed_run
 from speechfm.train.schedulers import (
     ConstantSchedule,
     CosineSchedule,
@@ -115,11 +123,15 @@ __all__ = [
     "ConstantSchedule",
     "CosineSchedule",
     "DistInfo",
+    "EmaWeights",
     "EpochSummary",
     "ModelAverager",
     "NoamSchedule",
     "OptimizerConfig",
     "ResumableSampler",
+    "RunConfig",
+    "RunContext",
+    "RunResult",
     "SchedulerConfig",
     "StepResult",
     "StepScheduler",
@@ -133,6 +145,7 @@ __all__ = [
     "barrier",
     "checkpoint_name",
     "cleanup_distributed",
+    "cosine_momentum",
     "create_grad_scaler",
     "create_optimizer",
     "create_scheduler",
@@ -149,6 +162,8 @@ __all__ = [
     "param_groups",
     "plot_curves",
     "read_scalars",
+    "run",
+    "seed_run",
     "resolve_amp_dtype",
     "save_checkpoint",
     "seed_everything",

@@ -410,6 +410,8 @@ def save_checkpoint(
     tokenizer: Any = None,
     extra: Mapping[str, Any] | None = None,
     keep_last: int | None = None,
+    stateful: Mapping[str, Any] | None = None,
+    write_files: Any = None,
 ) -> Path | None:
     """Atomically write checkpoint ``<root>/<name>`` and point ``<root>/latest`` at it.
 
@@ -431,6 +433,10 @@ def save_checkpoint(
         extra: further primitive-valued training state (e.g. best validation loss).
         keep_last: keep at most this many checkpoints whose name shares the prefix of
             ``name`` (``step-`` or ``epoch-``), deleting the oldest.
+        stateful: further objects with ``state_dict()``/``load_state_dict()`` by name
+            (e.g. an EMA teacher's weights); tensors and primitive containers only.
+        write_files: ``f(dir)`` writing further files into the checkpoint directory (the
+            optional parts of a model directory), called on rank 0.
 
     Returns:
         The checkpoint directory on rank 0, None on other ranks.
@@ -463,6 +469,8 @@ def save_checkpoint(
     _write_json(tmp / CONFIG_FILE, dict(config) if config is not None else {})
     if tokenizer is not None:
         _save_tokenizer(tokenizer, tmp / TOKENIZER_DIR)
+    if write_files is not None:
+        write_files(tmp)
     if model_avg is not None:
         meta = {k: str(v) for k, v in model_avg.state_dict().items()}
         save_file(avg_tensors, str(tmp / MODEL_AVG_FILE), metadata=meta)
@@ -478,6 +486,7 @@ def save_checkpoint(
         "model_avg": model_avg.state_dict() if model_avg is not None else None,
         "rng": rng_states,
         "extra": dict(extra) if extra is not None else {},
+        "stateful": {k: v.state_dict() for k, v in (stateful or {}).items()},
     }
     with open(tmp / STATE_FILE, "wb") as handle:
         torch.save(training_state, handle)
@@ -542,6 +551,7 @@ def load_checkpoint(
     scaler: Any = None,
     state: Any = None,
     model_avg: ModelAverager | None = None,
+    stateful: Mapping[str, Any] | None = None,
     restore_rng: bool = True,
     strict: bool = True,
 ) -> dict[str, Any]:
@@ -601,6 +611,11 @@ def load_checkpoint(
 
         model_avg.load_state_dict(_require("model_avg"))
         model_avg.load_averaged(load_file(str(path / MODEL_AVG_FILE), device="cpu"))
+    for key, obj in (stateful or {}).items():
+        saved = (training_state.get("stateful") or {}).get(key)
+        if saved is None:
+            raise ValueError(f"{path / STATE_FILE}: no saved {key!r} state to restore")
+        obj.load_state_dict(saved)
     if restore_rng and training_state.get("rng"):
         states = training_state["rng"]
         rank = get_rank()

@@ -14,7 +14,7 @@ __all__ = [
     "conformer_tiny",
 ]
 
-FRONT_ENDS = ("conv2d", "vgg", "stack")
+FRONT_ENDS = ("conv2d", "vgg", "stack", "patch")
 _POS_TYPES = ("rel_pos", "relative_key", "rotary", "abs", "none")
 
 
@@ -25,13 +25,20 @@ class ConformerConfig:
     input_dim: int = 80
     """Feature dimension F of the input (fbank bins)."""
     front_end: str = "conv2d"
-    """Front end: "conv2d" (x4/x6/x8 conv subsampling), "vgg" (x4) or "stack" (frame stacking)."""
+    """Front end: "conv2d" (x4/x6/x8 conv subsampling), "vgg" (x4), "stack" (frame stacking)
+    or "patch" (AST-style spectrogram patches, one token per patch, time-major)."""
     subsampling_factor: int = 4
-    """Time reduction of the front end: 4, 6, 8 for conv2d; 4 for vgg; the stride for stack."""
+    """Time reduction of the front end: 4, 6, 8 for conv2d; 4 for vgg; the stride for stack;
+    for patch it must equal ``patch_stride[0]`` (input frames per row of patches, each row
+    giving ``(input_dim - patch_size[1]) // patch_stride[1] + 1`` tokens)."""
     front_end_channels: int = 256
     """Conv channels of the conv2d front end (vgg uses half of it, then all of it)."""
     stack_mode: str = "floor"
     """Frame stacking length rule: "floor" drops a trailing partial stack, "ceil" zero-fills it."""
+    patch_size: tuple[int, int] = (16, 16)
+    """patch: (time frames, frequency bins) of one patch; AST uses (16, 16)."""
+    patch_stride: tuple[int, int] = (10, 10)
+    """patch: (time, frequency) stride between patches; AST uses (10, 10) (overlapping)."""
     dim: int = 256
     """Model width C."""
     num_layers: int = 12
@@ -99,6 +106,24 @@ class ConformerConfig:
             )
         if self.stack_mode not in ("floor", "ceil"):
             raise ValueError(f"stack_mode must be 'floor' or 'ceil', got {self.stack_mode!r}")
+        for name in ("patch_size", "patch_stride"):
+            value = getattr(self, name)
+            if (
+                not isinstance(value, tuple)
+                or len(value) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+            ):
+                raise ValueError(f"{name} must be a tuple of two positive ints, got {value!r}")
+        if self.front_end == "patch":
+            if self.patch_size[1] > self.input_dim:
+                raise ValueError(
+                    f"patch_size[1] ({self.patch_size[1]}) exceeds input_dim ({self.input_dim})"
+                )
+            if self.subsampling_factor != self.patch_stride[0]:
+                raise ValueError(
+                    f"patch subsampling_factor must equal patch_stride[0] "
+                    f"({self.patch_stride[0]}), got {self.subsampling_factor}"
+                )
         if self.front_end_channels <= 0:
             raise ValueError(f"front_end_channels must be positive, got {self.front_end_channels}")
         if self.dim <= 0 or self.num_layers < 0 or self.num_heads <= 0 or self.ffn_dim <= 0:
@@ -140,16 +165,22 @@ class ConformerConfig:
             raise ValueError(f"dynamic_chunk_max must be >= 1, got {self.dynamic_chunk_max}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-serialisable) for saving next to a checkpoint."""
+        """Plain dict (JSON-serialisable; tuples become lists there) for saving next to a
+        checkpoint."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConformerConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error (a typo must not pass)."""
+        """Inverse of :meth:`to_dict`, also after a JSON/YAML trip (lists back to tuples);
+        unknown keys are an error (a typo must not pass)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown ConformerConfig fields: {unknown}")
+        data = dict(data)
+        for f in fields(cls):
+            if isinstance(f.default, tuple) and isinstance(data.get(f.name), list):
+                data[f.name] = tuple(data[f.name])
         config = cls(**data)
         config.validate()
         return config

@@ -2,14 +2,51 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from speechfm.models.conformer.config import ConformerConfig
 from speechfm.models.conformer.model import ConformerEncoder
 from speechfm.nn.conformer import ConformerBlock
-from speechfm.nn.subsampling import Conv2dSubsampling, FrameStacking, VGGSubsampling
+from speechfm.nn.subsampling import (
+    Conv2dSubsampling,
+    FrameStacking,
+    PatchEmbedding,
+    VGGSubsampling,
+)
 
 __all__ = ["create_conformer_encoder", "create_front_end"]
+
+
+class _PatchFrontEnd(PatchEmbedding):
+    """:class:`PatchEmbedding` with the encoder's front-end interface.
+
+    The encoder calls its front end as ``(x (N, T, F), x_lens) -> (y (N, T', C), y_lens)``;
+    PatchEmbedding also returns the patch grid, which the encoder has no use for.  Its
+    patches are flattened time-major, so the valid ones form a prefix of
+    ``output_lengths(x_lens)`` tokens and the usual padding mask applies unchanged.
+    Subclassing (not wrapping) keeps the parameter names ``front_end.proj.*``.
+
+    With a single patch across frequency (``patch[1]`` covering the input) every output is
+    one time step over a fixed window of input frames, as for
+    :class:`~speechfm.nn.subsampling.Conv2dSubsampling`, so it streams exactly; with several
+    frequency patches per step it does not.
+    """
+
+    def __init__(
+        self, in_dim: int, dim: int, *, patch: tuple[int, int], stride: tuple[int, int]
+    ) -> None:
+        super().__init__(in_dim, dim, patch=patch, stride=stride)
+        self.factor = self.stride[0]
+        self.time_stride = self.stride[0]
+        self.receptive_field = self.patch[0]
+        self.streamable = self.num_freq_patches == 1
+
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, x_lens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        y, y_lens, _ = super().forward(x, x_lens)
+        return y, y_lens
 
 
 def create_front_end(config: ConformerConfig) -> nn.Module:
@@ -25,6 +62,10 @@ def create_front_end(config: ConformerConfig) -> nn.Module:
         half = max(config.front_end_channels // 2, 1)
         return VGGSubsampling(
             config.input_dim, config.dim, channels=(half, config.front_end_channels)
+        )
+    if config.front_end == "patch":
+        return _PatchFrontEnd(
+            config.input_dim, config.dim, patch=config.patch_size, stride=config.patch_stride
         )
     return FrameStacking(
         config.input_dim,

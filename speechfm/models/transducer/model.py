@@ -1,4 +1,4 @@
-"""Transducer ASR model: [CMVN] -> [SpecAugment] -> Conformer -> joiner(encoder, stateless predictor).
+"""Transducer ASR model: shared speech encoder -> joiner(encoder, stateless predictor).
 
 Modules:
 
@@ -8,14 +8,15 @@ Modules:
   depends on labels ``u - context_size .. u - 1`` only (blanks before the start), so search
   can cache it per context and merge hypotheses that agree on their last tokens.
 - :class:`Joiner`: ``output_linear(tanh(encoder_proj(enc) + decoder_proj(dec)))``.
-- :class:`TransducerModel`: the model owns its feature front end and CMVN buffers like
-  :class:`~speechfm.models.ctc.CtcModel` (same interface), plus the two vocabulary
-  projections of the pruned loss' "simple" joiner.
+- :class:`TransducerModel`: the shared speech front end (:class:`SpeechEncoder`), the
+  predictor, the joiner and the two vocabulary projections of the pruned loss' "simple"
+  joiner; ``model(batch)`` is the training loss, ``recognize`` the search, ``stream`` live
+  recognition (the family contract of :mod:`speechfm.models.io`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -25,15 +26,28 @@ from torch import nn
 from speechfm.errors import DataError
 from speechfm.losses.ctc import pad_targets
 from speechfm.losses.transducer import TransducerLossConfig, transducer_loss
-from speechfm.models.ctc.model import CtcModel
+from speechfm.models.ctc.model import model_device
 
 if TYPE_CHECKING:
-    from speechfm.features.cmvn import GlobalCMVN
-    from speechfm.features.fbank import TorchFbank
-    from speechfm.features.specaug import SpecAugment
-    from speechfm.models.conformer.model import ConformerEncoder
+    from speechfm.decode.ctc import CtcHypothesis
+    from speechfm.models.conformer.speech_encoder import SpeechEncoder
 
-__all__ = ["Joiner", "StatelessPredictor", "TransducerModel"]
+__all__ = ["Joiner", "StatelessPredictor", "TransducerModel", "as_ctc_hypothesis"]
+
+
+def as_ctc_hypothesis(hyp) -> CtcHypothesis:
+    """A transducer hypothesis in the CTC hypothesis' shape (each token on one frame), the
+    shape the API's timestamps and confidences read."""
+    import math
+
+    from speechfm.decode.ctc import CtcHypothesis
+
+    if hyp is None:
+        return CtcHypothesis(tokens=[])
+    probs = getattr(hyp, "token_log_probs", None) or []
+    return CtcHypothesis(tokens=list(hyp.tokens), token_frames=list(hyp.frames),
+                         token_end_frames=list(hyp.frames),
+                         token_confidences=[math.exp(p) for p in probs], score=float(hyp.score))
 
 
 class StatelessPredictor(nn.Module):
@@ -126,17 +140,13 @@ class Joiner(nn.Module):
 
 
 class TransducerModel(nn.Module):
-    """Conformer encoder + stateless predictor + joiner.
+    """Shared speech encoder + stateless predictor + joiner.
 
     Args:
-        encoder: the Conformer encoder, (N, T, F) features -> (N, T', C).
+        encoder: the shared front end, (N, T, F) fbank features -> (N, T', C).
         predictor: the :class:`StatelessPredictor` (its ``dim`` is D).
         joiner: the :class:`Joiner`.
         vocab_size: V, blank included.
-        fbank: feature extractor matching the encoder input (no weights).
-        cmvn: global mean/variance normalisation applied first (buffers); None = off.
-        specaugment: applied after CMVN in training mode only; None = off.
-        subsampling_factor: input frames per encoder frame (for :attr:`frame_shift_s`).
         blank_id: the blank's id (speechfm tokenizers: 0).
         ctc_head: add ``ctc_output``, a linear CTC layer on the encoder output for the
             auxiliary CTC loss (``TransducerLossConfig.ctc_scale``).
@@ -144,15 +154,11 @@ class TransducerModel(nn.Module):
 
     def __init__(
         self,
-        encoder: ConformerEncoder,
+        encoder: SpeechEncoder,
         predictor: StatelessPredictor,
         joiner: Joiner,
         *,
         vocab_size: int,
-        fbank: TorchFbank,
-        cmvn: GlobalCMVN | None = None,
-        specaugment: SpecAugment | None = None,
-        subsampling_factor: int = 4,
         blank_id: int = 0,
         ctc_head: bool = False,
     ) -> None:
@@ -164,9 +170,6 @@ class TransducerModel(nn.Module):
         sizes = (predictor.vocab_size, joiner.output_linear.out_features)
         if sizes != (vocab_size, vocab_size):
             raise ValueError(f"predictor / joiner vocabularies {sizes} != vocab_size {vocab_size}")
-        self.fbank = fbank
-        self.cmvn = cmvn
-        self.specaugment = specaugment
         self.encoder = encoder
         self.predictor = predictor
         self.joiner = joiner
@@ -175,95 +178,86 @@ class TransducerModel(nn.Module):
         self.simple_lm_proj = nn.Linear(predictor.dim, vocab_size)
         self.ctc_output = nn.Linear(encoder.dim, vocab_size) if ctc_head else None
         self.vocab_size = vocab_size
-        self.subsampling_factor = subsampling_factor
         self.blank_id = blank_id
-
-    # The feature front end and CMVN handling are the CTC model's, word for word; they
-    # touch only fbank / cmvn / specaugment / encoder / subsampling_factor.
-    frame_shift_s = CtcModel.frame_shift_s
-    sample_rate = CtcModel.sample_rate
-    feature_extractor = CtcModel.feature_extractor
-    output_lengths = CtcModel.output_lengths
-    set_cmvn = CtcModel.set_cmvn
-    normalize = CtcModel.normalize
-    encode = CtcModel.encode
 
     @property
     def context_size(self) -> int:
         """Tokens the predictor sees."""
         return self.predictor.context_size
 
-    # ------------------------------------------------------------------ forward
+    def encode(self, feats: torch.Tensor, x_lens: torch.Tensor, **kwargs: Any):
+        """Encoder output (and layers): :meth:`SpeechEncoder.forward`. What the searches in
+        :mod:`speechfm.decode.transducer` take."""
+        return self.encoder(feats, x_lens, **kwargs)
 
-    def forward(
-        self,
-        feats: torch.Tensor,
-        x_lens: torch.Tensor,
-        *,
-        chunk_size: int | None = None,
-        left_context: int | None = None,
-        language: str | None = None,
-        adapters: Collection[str] | str | None = None,
-        targets: torch.Tensor | Sequence[Sequence[int]] | None = None,
-        **loss_kwargs: Any,
-    ) -> tuple[torch.Tensor, Any]:
-        """Encoder output of a padded batch of features: what the searches in
-        :mod:`speechfm.decode.transducer` take; or, given ``targets``, the training loss.
+    def forward(self, batch: Mapping[str, Any], *, step: int,
+                loss_config: TransducerLossConfig | None = None, **kwargs: Any
+                ) -> tuple[torch.Tensor, float, dict[str, float]]:
+        """Training loss of a batch (the family contract).
 
         Args:
-            feats: (N, T, F) fbank features (CMVN is applied here).
-            x_lens: int64 (N,) valid frames.
-            chunk_size, left_context, language, adapters: passed to the encoder.
-            targets: when given, return :meth:`compute_loss` instead (``loss_kwargs``:
-                ``y_lens``, ``loss_config``, ``step``, ``utt_ids``). Trainers call this
-                path through ``model(...)`` so that wrappers such as DDP see a forward.
+            batch: ``features`` (N, T, F), ``x_lens`` (N,), ``targets`` (N token-id lists),
+                ``cut_ids``.
+            step: training step (the pruned loss' warm-up).
+            loss_config: pruned or full loss and its weights.
+            kwargs: passed to the encoder.
 
         Returns:
-            enc: (N, T', C), zero on padding; enc_lens: int64 (N,). With ``targets``:
-            (loss, stats) of :meth:`compute_loss`.
+            ``(loss summed over utterances, number of target tokens, stats)`` with the
+            unweighted loss parts, ``num_utts`` and ``num_infeasible``.
         """
-        if targets is not None:
-            return self.compute_loss(
-                feats, x_lens, targets, chunk_size=chunk_size, left_context=left_context,
-                language=language, adapters=adapters, **loss_kwargs,
-            )
-        if loss_kwargs:
-            raise TypeError(f"unexpected arguments without targets: {sorted(loss_kwargs)}")
-        return self.encode(
-            feats,
-            x_lens,
-            chunk_size=chunk_size,
-            left_context=left_context,
-            language=language,
-            adapters=adapters,
-        )
+        device = model_device(self)
+        if not batch["cut_ids"]:
+            # Every cut was bad: a zero-weight forward keeps DDP's collectives in step.
+            probe, _ = self.compute_loss(torch.zeros(1, 32, self.encoder.feature_dim, device=device),
+                                         torch.full((1,), 32, device=device), [[1]],
+                                         loss_config=loss_config, step=step)
+            return probe.sum() * 0.0, 0, {"num_tokens": 0.0}
+        loss, stats = self.compute_loss(
+            batch["features"].to(device), batch["x_lens"].to(device), batch["targets"],
+            loss_config=loss_config, step=step, utt_ids=batch["cut_ids"], **kwargs)
+        logged = {k: stats[k] for k in ("simple_loss", "pruned_loss", "full_loss", "ctc_loss")
+                  if k in stats}
+        logged.update(num_utts=stats["num_utts"], num_infeasible=stats["num_infinite"])
+        return loss, stats["num_tokens"], logged
 
-    def forward_waveforms(
-        self,
-        wavs: torch.Tensor,
-        lens: torch.Tensor | None = None,
-        *,
-        sample_rate: int | None = None,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Waveforms -> encoder output in one call (fbank, CMVN, encoder).
+    def recognize(self, feats: torch.Tensor, x_lens: torch.Tensor, *, method: str = "greedy",
+                  beam: int = 4, max_sym_per_frame: int = 1, **kwargs: Any) -> list[CtcHypothesis]:
+        """Best hypothesis per utterance: greedy or modified beam search.
 
         Args:
-            wavs: float (N, S) samples in [-1, 1] at :attr:`sample_rate`.
-            lens: int64 (N,) valid samples; default S for every row.
-            sample_rate: rate of ``wavs`` in Hz if known; a mismatch is an error.
-            kwargs: passed to :meth:`forward`.
+            feats, x_lens: (N, T, F) features and int64 (N,) lengths.
+            method: "greedy" or "beam" (modified beam search, no LM).
+            beam: hypotheses kept.
+            max_sym_per_frame: most tokens emitted per encoder frame.
+            kwargs: passed to the encoder (chunk_size, left_context: chunked attention).
 
         Returns:
-            enc: (N, T', C); enc_lens: int64 (N,).
+            N hypotheses in the CTC hypothesis' shape (each token on one frame).
         """
-        if sample_rate is not None and sample_rate != self.sample_rate:
-            raise ValueError(
-                f"waveforms at {sample_rate} Hz given to a model expecting {self.sample_rate} Hz; "
-                "resample them first"
-            )
-        feats, feat_lens = self.fbank(wavs, lens)
-        return self(feats, feat_lens, **kwargs)
+        from speechfm.decode.transducer import greedy_search, modified_beam_search
+
+        if method not in ("greedy", "beam"):
+            raise ValueError(f"method must be greedy or beam, got {method!r}")
+        enc, enc_lens = self.encode(feats, x_lens, **kwargs)
+        if method == "greedy":
+            hyps = greedy_search(self, enc, enc_lens, max_sym_per_frame=max_sym_per_frame)
+        else:
+            hyps = [n[0] if n else None for n in modified_beam_search(
+                self, enc, enc_lens, beam=beam, max_sym_per_frame=max_sym_per_frame)]
+        return [as_ctc_hypothesis(h) for h in hyps]
+
+    def stream(self, *, method: str = "greedy", beam: int = 4, max_sym_per_frame: int = 1,
+               chunk_size: int | None = None, left_context: int | None = None,
+               language: str | None = None, adapters: Any = None):
+        """A :class:`~speechfm.decode.transducer.TransducerStream` over this model (eval mode):
+        feature frames in pieces, chunk-by-chunk search with cached encoder state."""
+        from speechfm.decode.transducer import TransducerStream
+
+        return TransducerStream(self, method="greedy" if method == "greedy" else "modified_beam",
+                                beam=beam, max_sym_per_frame=max_sym_per_frame,
+                                chunk_size=chunk_size, left_context=left_context,
+                                language=language, adapters=adapters)
 
     # ------------------------------------------------------------------ training
 

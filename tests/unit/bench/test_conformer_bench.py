@@ -66,11 +66,16 @@ def test_weight_copy_rejects_a_different_configuration(bench):
     cfg = _tiny(bench)
     ours, hf = bench.build_models(cfg, torch.device("cpu"))
     from speechfm.models.conformer import create_conformer_encoder
+    from speechfm.models.conformer.interop import hf_config_from_conformer, load_hf_weights
 
+    # The bench's HF model is the interop module's conversion of its speechfm config.
+    expect = hf_config_from_conformer(bench.speechfm_config(cfg))
+    for name in ("hidden_size", "num_hidden_layers", "left_max_position_embeddings"):
+        assert getattr(hf.config, name) == getattr(expect, name)
     wider = bench.speechfm_config(cfg)
     wider.ffn_dim = 96
     with pytest.raises(ValueError, match="shape"):
-        bench.copy_hf_weights(hf, create_conformer_encoder(wider))
+        load_hf_weights(create_conformer_encoder(wider), hf)
 
 
 def test_analytic_flops_match_the_flop_counter(bench):

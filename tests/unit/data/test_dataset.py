@@ -163,3 +163,125 @@ def test_with_sampler_and_dataloader(tmp_path):
         skipped += batch["skipped_cut_ids"]
     assert sorted(seen + skipped) == sorted(cuts.ids)
     assert sorted(skipped) == sorted(c.id for c in cuts if c.id.startswith(("bad", "nan")))
+
+
+def _recording(path, samples, sr=16000, **kwargs):
+    from lhotse import Recording
+
+    sf.write(str(path), samples, sr, **kwargs)
+    return Recording.from_file(path)
+
+
+def test_missing_empty_short_and_mismatched_audio_are_skipped(tmp_path, caplog):
+    """Each kind of bad audio file costs its own cut only, reported by cut id."""
+    from lhotse import CutSet, RecordingSet
+
+    good = _make_cuts(tmp_path, corrupt=False)
+    rng = np.random.default_rng(1)
+    recs = []
+    recs.append(_recording(tmp_path / "missing.wav", 0.1 * rng.standard_normal(8000)))
+    (tmp_path / "missing.wav").unlink()  # deleted after indexing
+    recs.append(_recording(tmp_path / "empty.wav", np.zeros(0)))
+    recs.append(_recording(tmp_path / "short.wav", 0.1 * rng.standard_normal(30)))  # < 1 frame
+    recs.append(_recording(tmp_path / "trunc.wav", 0.1 * rng.standard_normal(16000)))
+    sf.write(str(tmp_path / "trunc.wav"), 0.1 * rng.standard_normal(4000), 16000)  # 1 s -> 0.25 s
+    recs.append(_recording(tmp_path / "zero.wav", 0.1 * rng.standard_normal(8000)))
+    (tmp_path / "zero.wav").write_bytes(b"")  # truncated to nothing after indexing
+    y = 0.1 * rng.standard_normal(8000)
+    y[7] = np.inf
+    recs.append(_recording(tmp_path / "inf.wav", y, subtype="FLOAT"))
+    bad_cuts = CutSet.from_manifests(recordings=RecordingSet.from_recordings(recs)).to_eager()
+    cuts = CutSet.from_cuts(list(good) + list(bad_cuts))
+    bad = list(bad_cuts.ids)
+
+    ds = AsrDataset()
+    with caplog.at_level(logging.WARNING, logger="speechfm.data.dataset"):
+        batch = ds[cuts]
+    assert batch["skipped_cut_ids"] == bad
+    assert ds.skipped == len(bad) == 6
+    assert batch["cut_ids"] == list(good.ids)
+    assert batch["features"].shape[0] == len(good)
+    messages = [r.getMessage() for r in caplog.records]
+    for cut_id in bad:
+        assert sum(cut_id in m for m in messages) == 1, (cut_id, messages)
+    text = "\n".join(messages)
+    assert "empty audio" in text and "no feature frames" in text and "NaN or Inf" in text
+    assert "cannot load audio" in text
+
+
+@pytest.mark.parametrize("storage", ["numpy", "lilcom"])
+def test_bad_precomputed_features_are_skipped(tmp_path, caplog, storage):
+    """Missing, zero-byte, garbage, truncated and NaN feature files are bad items."""
+    from lhotse import LilcomFilesWriter, NumpyFilesWriter
+
+    from speechfm.features.knf_extractor import KnfFbankExtractor
+
+    writer = {"numpy": NumpyFilesWriter, "lilcom": LilcomFilesWriter}[storage]
+    cuts = _make_cuts(tmp_path, corrupt=False)
+    stored = cuts.compute_and_store_features(
+        KnfFbankExtractor(), tmp_path / "feats", storage_type=writer
+    ).to_eager()
+    for path in tmp_path.glob("*.wav"):
+        path.unlink()  # no fallback to the audio
+    files = {c.id: tmp_path / "feats" / c.features.storage_key for c in stored}
+    ids = list(stored.ids)
+    files[ids[0]].unlink()
+    files[ids[1]].write_bytes(b"")
+    files[ids[2]].write_bytes(b"not a feature matrix, just garbage " * 20)
+    files[ids[3]].write_bytes(files[ids[3]].read_bytes()[:-200])
+    bad = ids[:4]
+    if storage == "numpy":
+        feats = stored[ids[4]].load_features()
+        feats[3, 5] = np.nan
+        np.save(files[ids[4]], feats)
+        bad.append(ids[4])
+
+    ds = AsrDataset()
+    with caplog.at_level(logging.WARNING, logger="speechfm.data.dataset"):
+        batch = ds[stored]
+    assert batch["skipped_cut_ids"] == bad
+    assert ds.skipped == len(bad)
+    assert batch["cut_ids"] == [i for i in ids if i not in bad]
+    messages = [r.getMessage() for r in caplog.records]
+    for cut_id in bad:
+        assert any(cut_id in m for m in messages), (cut_id, messages)
+    assert "cannot read features" in "\n".join(messages)
+
+
+@pytest.mark.parametrize("exc", [TypeError, AttributeError, KeyError, NameError, AssertionError])
+def test_programming_errors_in_feature_code_propagate(tmp_path, monkeypatch, exc):
+    """A bug is not a bad item: it must fail the batch instead of skipping every cut."""
+    import speechfm.features.fbank as fbank
+
+    def broken(*args, **kwargs):
+        raise exc("a bug in the feature code")
+
+    monkeypatch.setattr(fbank, "compute_fbank", broken)
+    ds = AsrDataset()
+    with pytest.raises(exc, match="a bug"):
+        ds[_make_cuts(tmp_path, corrupt=False)]
+    assert ds.skipped == 0
+
+
+@pytest.mark.parametrize("method", ["load_audio", "load_features"])
+@pytest.mark.parametrize("exc", [TypeError, AttributeError])
+def test_programming_errors_in_the_loader_propagate(tmp_path, monkeypatch, method, exc):
+    from lhotse import NumpyFilesWriter
+    from lhotse.cut import MonoCut
+
+    from speechfm.features.knf_extractor import KnfFbankExtractor
+
+    cuts = _make_cuts(tmp_path, corrupt=False)
+    if method == "load_features":
+        cuts = cuts.compute_and_store_features(
+            KnfFbankExtractor(), tmp_path / "feats", storage_type=NumpyFilesWriter
+        ).to_eager()
+
+    def broken(self, *args, **kwargs):
+        raise exc("a bug in the loader")
+
+    monkeypatch.setattr(MonoCut, method, broken)
+    ds = AsrDataset()
+    with pytest.raises(exc, match="a bug"):
+        ds[cuts]
+    assert ds.skipped == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import subprocess
 import sys
@@ -72,6 +73,8 @@ def _expected_params(c: ConformerConfig) -> int:
         convs = [(1, c1), (c1, c1), (c1, c2), (c2, c2)]
         front = sum(i * o * 9 + o for i, o in convs)
         front += lin(c2 * math.ceil(math.ceil(f / 2) / 2), d)
+    elif c.front_end == "patch":
+        front = c.patch_size[0] * c.patch_size[1] * d + d  # Conv2d(1, d, patch)
     else:
         s = c.subsampling_factor
         front = ln(f * s) + lin(f * s, d)
@@ -102,6 +105,7 @@ def _expected_params(c: ConformerConfig) -> int:
         {"subsampling_factor": 8, "pos_type": "rotary", "final_norm": True},
         {"front_end": "vgg", "pos_type": "abs", "conv_norm": "batch_norm"},
         {"front_end": "stack", "subsampling_factor": 2, "conv_bias": False, "pos_type": "none"},
+        {"front_end": "patch", "subsampling_factor": 10},
     ],
 )
 def test_parameter_count_matches_analytic_formula(overrides):
@@ -141,6 +145,11 @@ def test_named_sizes_on_meta_device():
         ({"chunk_size": 0}, "chunk_size"),
         ({"stack_mode": "round"}, "stack_mode"),
         ({"dim": 12, "num_heads": 4, "pos_type": "rotary"}, "even head dim"),
+        ({"patch_size": (16,)}, "patch_size"),
+        ({"patch_size": [16, 16]}, "patch_size"),
+        ({"patch_stride": (0, 10)}, "patch_stride"),
+        ({"front_end": "patch", "subsampling_factor": 4}, r"patch_stride\[0\]"),
+        ({"front_end": "patch", "subsampling_factor": 10, "input_dim": 12}, "input_dim"),
     ],
 )
 def test_validate_names_the_bad_field(overrides, message):
@@ -153,6 +162,15 @@ def test_config_dict_round_trip():
     assert ConformerConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown ConformerConfig fields"):
         ConformerConfig.from_dict({**cfg.to_dict(), "dimm": 3})
+
+
+def test_patch_config_round_trip_through_json():
+    cfg = _tiny(front_end="patch", patch_size=(8, 20), patch_stride=(4, 12), subsampling_factor=4)
+    data = json.loads(json.dumps(cfg.to_dict()))
+    assert data["patch_size"] == [8, 20]  # JSON has no tuples
+    back = ConformerConfig.from_dict(data)
+    assert back == cfg and back.patch_size == (8, 20) and back.patch_stride == (4, 12)
+    assert ConformerConfig.from_dict(json.loads(json.dumps(_tiny().to_dict()))) == _tiny()
 
 
 # ------------------------------------------------------------------ forward
@@ -187,6 +205,42 @@ def test_padding_invariance_and_lone_equality(pos_type):
     n = int(lens[1])
     torch.testing.assert_close(a[1, :n], b[1, :n], atol=1e-6, rtol=0)
     torch.testing.assert_close(a[1, :n], alone[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("patch", "stride"),
+    [((16, 16), (10, 10)), ((4, 32), (3, 24)), ((6, 80), (4, 80))],  # AST; 3 bins; 1 bin
+)
+def test_patch_front_end_lengths_and_padding(patch, stride):
+    enc = _encoder(
+        front_end="patch", patch_size=patch, patch_stride=stride, subsampling_factor=stride[0]
+    )
+    freq = (80 - patch[1]) // stride[1] + 1
+    x, x_lens = _batch()
+    x2 = x.clone()
+    x2[1, 44:] = 1e4  # garbage padding must not reach valid tokens
+    with torch.no_grad():
+        out, out_lens, layers = enc(x, x_lens, return_layers=[0])
+        out2, _ = enc(x2, x_lens)
+        alone, alone_lens = enc(x[1:, :44], x_lens[1:])
+    expect = [((n - patch[0]) // stride[0] + 1) * freq for n in (61, 44)]
+    assert out_lens.tolist() == expect and out_lens.dtype == torch.int64
+    assert torch.equal(enc.output_lengths(x_lens), out_lens)
+    assert out.shape == (2, expect[0], 32)
+    assert (out[1, expect[1] :] == 0).all() and (layers[0][1, expect[1] :] == 0).all()
+    assert alone_lens.tolist() == [expect[1]] and alone.shape[1] == expect[1]
+    torch.testing.assert_close(out2[1, : expect[1]], out[1, : expect[1]], atol=1e-6, rtol=0)
+    torch.testing.assert_close(alone[0], out[1, : expect[1]], atol=1e-5, rtol=1e-5)
+    # Tokens are patches, time-major: token t * freq + f is patch (t, f) of the front end.
+    front, front_lens = enc.front_end(x, x_lens)
+    assert torch.equal(front_lens, out_lens)
+    w = enc.front_end.proj.weight[:, 0]  # (C, patch_t, patch_f)
+    t, f = 1, freq - 1
+    window = x[
+        0, t * stride[0] : t * stride[0] + patch[0], f * stride[1] : f * stride[1] + patch[1]
+    ]
+    expect_token = (window * w).sum((1, 2)) + enc.front_end.proj.bias
+    torch.testing.assert_close(front[0, t * freq + f], expect_token, atol=1e-5, rtol=1e-5)
 
 
 def test_chunked_attention_limits_what_frames_see():
@@ -260,6 +314,30 @@ def test_streaming_with_frame_stacking_front_end(mode):
     assert torch.equal(lens, full_lens)
     for n, length in enumerate(full_lens.tolist()):
         torch.testing.assert_close(streamed[n, :length], full[n, :length], atol=1e-5, rtol=0)
+
+
+def test_streaming_with_a_one_row_patch_front_end():
+    """Patches spanning all 80 bins are conv2d-like time steps: they stream exactly; patches
+    that split the frequency axis (several tokens per step) refuse to."""
+    enc = _encoder(
+        front_end="patch",
+        patch_size=(6, 80),
+        patch_stride=(4, 80),
+        subsampling_factor=4,
+        conv_causal=True,
+        pos_type="relative_key",
+    )
+    x, x_lens = _batch(lens=(37, 30, 23))
+    with torch.no_grad():
+        full, full_lens = enc(x, x_lens, chunk_size=2, left_context=4)
+    streamed, lens = _stream(enc, x, x_lens, 2, 4, sizes=[5, 2, 8])
+    assert torch.equal(lens, full_lens)
+    for n, length in enumerate(full_lens.tolist()):
+        torch.testing.assert_close(streamed[n, :length], full[n, :length], atol=1e-5, rtol=0)
+    enc = _encoder(front_end="patch", subsampling_factor=10, conv_causal=True)
+    state = enc.init_streaming_state(1, chunk_size=2)
+    with pytest.raises(ValueError, match="cannot stream"):
+        enc.streaming_forward(x[:1], state)
 
 
 def test_encoder_level_streaming_over_subsampled_frames():

@@ -21,7 +21,6 @@ from speechfm.ops._build import (
     compile_library,
     kernel_source_dir,
     load_library,
-    load_rnnt_extension,
 )
 from speechfm.ops.pruned_rnnt import _PrunedRNNTLoss
 from speechfm.ops.rnnt import _MutualInformation, _RNNTLoss
@@ -68,8 +67,8 @@ def emu_ops():
 
 
 @pytest.fixture(scope="module")
-def cpu_ops():
-    return load_rnnt_extension().ops
+def cpu_ops(extension):  # tests/unit/ops/conftest.py
+    return extension.ops
 
 
 def _batch(gen, N, T, U, V, dtype, ragged=True):

@@ -6,25 +6,7 @@ import pytest
 import torch
 
 from speechfm.ops import RNNTInputError, mutual_information_recursion
-from speechfm.ops._build import KernelBuildError, load_rnnt_extension
 from speechfm.ops.rnnt_reference import mutual_information_reference
-
-
-@pytest.fixture(scope="module")
-def extension():
-    try:
-        return load_rnnt_extension()
-    except KernelBuildError as e:
-        if "no C++ compiler" in str(e):
-            pytest.skip(str(e))
-        raise
-
-
-@pytest.fixture(params=["extension", "torch"])
-def backend(request):
-    if request.param == "extension":
-        request.getfixturevalue("extension")
-    return request.param
 
 
 def lattice(seed, N, S, T, dtype=torch.float64):

@@ -15,25 +15,7 @@ from speechfm.ops import (
     rnnt_loss_simple,
     rnnt_loss_smoothed,
 )
-from speechfm.ops._build import KernelBuildError, load_rnnt_extension
 from speechfm.ops.rnnt_reference import pruned_rnnt_loss_reference
-
-
-@pytest.fixture(scope="module")
-def extension():
-    try:
-        return load_rnnt_extension()
-    except KernelBuildError as e:
-        if "no C++ compiler" in str(e):
-            pytest.skip(str(e))
-        raise
-
-
-@pytest.fixture(params=["extension", "torch"])
-def backend(request):
-    if request.param == "extension":
-        request.getfixturevalue("extension")
-    return request.param
 
 
 def batch(seed, N=3, T=7, U=4, V=6, C=5):

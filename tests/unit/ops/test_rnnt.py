@@ -6,25 +6,7 @@ import pytest
 import torch
 
 from speechfm.ops import RNNTInputError, rnnt_loss
-from speechfm.ops._build import KernelBuildError, load_rnnt_extension
 from speechfm.ops.rnnt_reference import rnnt_loss_reference
-
-
-@pytest.fixture(scope="module")
-def extension():
-    try:
-        return load_rnnt_extension()
-    except KernelBuildError as e:
-        if "no C++ compiler" in str(e):
-            pytest.skip(str(e))
-        raise
-
-
-@pytest.fixture(params=["extension", "torch"])
-def backend(request):
-    if request.param == "extension":
-        request.getfixturevalue("extension")
-    return request.param
 
 
 def make_batch(seed, N, T, U, V, dtype=torch.float64, ragged=True):

@@ -1,5 +1,4 @@
-"""Decode a manifest with a CTC or transducer model directory and score it, per language
-(or speaker).
+"""Decode a manifest with any ASR model directory and score it, per language (or speaker).
 
 ``decode_manifest(model_dir, cuts, out_dir)`` writes into ``out_dir``::
 
@@ -14,12 +13,13 @@ Orthographic models (bpe/unigram/char tokenizers) get CER and WER against the
 tokenizer-normalised transcript; IPA models get PER against ``custom["ipa"]`` and a WER
 whose words are the phone groups between ``|`` separators.
 
-Searches: CTC greedy / prefix beam; transducer greedy / modified beam, offline or
-streaming (``streaming=True``: every utterance fed to a
-:class:`~speechfm.decode.transducer.TransducerStream` in pieces, chunk by chunk with
-cached encoder state, exactly as a live stream would be).
+Search is the model's own (``model.recognize``: CTC greedy / prefix beam, transducer
+greedy / modified beam), offline or streaming (``streaming=True``, for models with a
+``stream`` method: every utterance fed in pieces, chunk by chunk with cached encoder
+state, exactly as a live stream would be). Nothing here asks which family a model is.
 
-Also the pieces the trainer validates with: :func:`load_asr_model`, :func:`evaluate_asr`.
+Also what ASR recipes validate with: :func:`evaluate_recognizer` (dev loss through the
+model's training forward, greedy error rates through ``recognize``).
 """
 
 from __future__ import annotations
@@ -35,37 +35,22 @@ from typing import Any
 import torch
 
 from speechfm.errors import DataError
+from speechfm.text.targets import resolve_targets
 
 __all__ = [
     "decode_manifest",
-    "evaluate_asr",
-    "evaluate_ctc",
+    "evaluate_recognizer",
     "format_results_table",
     "load_asr_model",
     "resolve_targets",
     "score_units",
 ]
 
-log = logging.getLogger("speechfm.asr")
+log = logging.getLogger("speechfm.decode")
 
 METHODS = ("greedy", "beam")
 GROUP_BY = ("lang", "speaker", "none")
 UNKNOWN_GROUP = "und"
-
-
-def resolve_targets(targets: str, tokenizer) -> str:
-    """``"text"`` or ``"ipa"``: ``"auto"`` follows the tokenizer's kind.
-
-    Raises:
-        ValueError: a mismatch between an explicit choice and the tokenizer.
-    """
-    if targets == "auto":
-        return "ipa" if tokenizer.kind == "ipa" else "text"
-    if targets not in ("text", "ipa"):
-        raise ValueError(f"targets must be auto, text or ipa, got {targets!r}")
-    if (targets == "ipa") != (tokenizer.kind == "ipa"):
-        raise ValueError(f"targets {targets!r} do not match a {tokenizer.kind} tokenizer")
-    return targets
 
 
 def score_units(targets: str) -> list[tuple[str, str]]:
@@ -81,51 +66,21 @@ def _for_unit(text: str, unit: str, targets: str) -> str:
 
 
 def load_asr_model(model_dir: str | Path, *, device: str | torch.device = "cpu"):
-    """Rebuild a CTC or transducer model directory (final export or training checkpoint).
+    """Rebuild an ASR model directory (final export or training checkpoint).
 
     Returns:
-        ``(model, tokenizer, config)``: the model in eval mode on ``device``, its tokenizer
-        and the parsed config.json.
+        ``(model, tokenizer, config.json)``, the model in eval mode on ``device``.
 
     Raises:
-        DataError: the directory lacks config.json, weights or tokenizer, or is not an
-            ASR model.
+        DataError: the directory is incomplete, or the model has no tokenizer / no search.
     """
-    from safetensors.torch import load_file
+    from speechfm.models.io import load_model_dir
 
-    from speechfm.asr.config import create_model
-    from speechfm.models.ctc import CtcModelConfig
-    from speechfm.models.transducer import TransducerModelConfig
-    from speechfm.text import load_tokenizer
-
-    model_dir = Path(model_dir)
-    config_path = model_dir / "config.json"
-    weights = model_dir / "model.safetensors"
-    for path in (config_path, weights):
-        if not path.is_file():
-            raise DataError(f"{model_dir}: not a model directory ({path.name} is missing)")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{config_path}: not valid JSON ({e})") from e
-    classes = {"ctc": CtcModelConfig, "transducer": TransducerModelConfig}
-    family = config.get("family")
-    if family not in classes:
-        raise DataError(f"{config_path}: family {family!r} is not an ASR model "
-                        f"(expected one of {sorted(classes)})")
-    try:
-        model = create_model(classes[family].from_dict(config["model"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise DataError(f"{config_path}: invalid {family} model config: {e}") from e
-    try:
-        model.load_state_dict(load_file(str(weights)))
-    except RuntimeError as e:
-        raise DataError(f"{weights}: weights do not fit the config: {e}") from e
-    tokenizer = load_tokenizer(model_dir / config.get("tokenizer", "tokenizer"))
-    if tokenizer.vocab_size != model.vocab_size:
-        raise DataError(f"{model_dir}: tokenizer has {tokenizer.vocab_size} ids, the model "
-                        f"{model.vocab_size}")
-    return model.to(device).eval(), tokenizer, config
+    loaded = load_model_dir(model_dir, device=device)
+    if loaded.tokenizer is None or not hasattr(loaded.module, "recognize"):
+        raise DataError(f"{loaded.directory}: a {loaded.family} model is not an ASR model "
+                        "(it has no tokenizer or no search); use embed() on it")
+    return loaded.module, loaded.tokenizer, loaded.meta
 
 
 def _batches(cuts, fbank_config, *, max_duration: float, num_workers: int = 0,
@@ -151,57 +106,28 @@ def _references(batch: Mapping[str, Any], targets: str, tokenizer) -> list[str |
     return [None if t is None else tokenizer.normalize(t) for t in texts]
 
 
-def is_transducer(model) -> bool:
-    """True for a transducer (it has a predictor), False for a CTC model."""
-    return hasattr(model, "predictor")
-
-
-def _transducer_search(model, enc, enc_lens, *, method: str, beam: int,
-                       max_sym_per_frame: int = 1) -> list[list[int]]:
-    from speechfm.decode.transducer import greedy_search, modified_beam_search
-
-    if method == "greedy":
-        hyps = greedy_search(model, enc, enc_lens, max_sym_per_frame=max_sym_per_frame)
-        return [h.tokens for h in hyps]
-    nbest = modified_beam_search(model, enc, enc_lens, beam=beam,
-                                 max_sym_per_frame=max_sym_per_frame)
-    return [n[0].tokens if n else [] for n in nbest]
-
-
 def _stream_search(model, feats, x_lens, *, method: str, beam: int, chunk_size: int | None,
                    left_context: int | None, piece_frames: int, max_sym_per_frame: int = 1
                    ) -> list[list[int]]:
-    """Each utterance through a TransducerStream, ``piece_frames`` feature frames at a time."""
-    from speechfm.decode.transducer import TransducerStream
-
+    """Each utterance through the model's stream, ``piece_frames`` feature frames at a time."""
     out = []
     for n, length in enumerate(x_lens.tolist()):
-        stream = TransducerStream(model, method="greedy" if method == "greedy" else "modified_beam",
-                                  beam=beam, max_sym_per_frame=max_sym_per_frame,
-                                  chunk_size=chunk_size, left_context=left_context)
+        stream = model.stream(method=method, beam=beam, max_sym_per_frame=max_sym_per_frame,
+                              chunk_size=chunk_size, left_context=left_context)
         for start in range(0, length, piece_frames):
             stream.accept_features(feats[n, start:min(length, start + piece_frames)])
         out.append(stream.finalize().tokens)
     return out
 
 
-def _search(log_probs, out_lens, *, method: str, beam: int, blank: int) -> list[list[int]]:
-    from speechfm.decode import ctc_greedy_search, ctc_prefix_beam_search
-
-    if method == "greedy":
-        return ctc_greedy_search(log_probs, out_lens, blank=blank)
-    hyps = ctc_prefix_beam_search(log_probs, out_lens, beam=beam, nbest=1, blank=blank)
-    return [h[0].tokens if h else [] for h in hyps]
-
-
 @torch.no_grad()
-def evaluate_asr(model, cuts, tokenizer, *, targets: str, device: str | torch.device = "cpu",
-                 max_duration: float = 200.0, world_size: int = 1, rank: int = 0,
-                 step: int | None = None, loss_config=None) -> dict[str, float]:
-    """Dev loss (per token) and greedy error rates of a CTC or transducer ``model`` over ``cuts``.
+def evaluate_recognizer(model, cuts, tokenizer, *, targets: str, device: str | torch.device = "cpu",
+                        max_duration: float = 200.0, world_size: int = 1, rank: int = 0,
+                        loss_kwargs: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """Dev loss (per token) and greedy error rates of an ASR ``model`` over ``cuts``.
 
-    A transducer's loss is its training loss (``loss_config``, with the weights of training
-    ``step``; default: the full warm-up done).
+    The loss is the model's training loss (``model(batch, **loss_kwargs)``), the error
+    rates come from ``model.recognize(..., method="greedy")``.
 
     Under data parallelism pass ``world_size``/``rank`` on every rank: each scores its
     share and the sums are all-reduced, so every rank returns the same numbers. With the
@@ -212,7 +138,6 @@ def evaluate_asr(model, cuts, tokenizer, *, targets: str, device: str | torch.de
         ``{"loss", "count", "per", "wer"}`` for IPA targets; rates are fractions.
     """
     from speechfm.decode import score
-    from speechfm.losses.ctc import ctc_loss, pad_targets
     from speechfm.train.distributed import all_reduce_sum
 
     units = score_units(targets)
@@ -220,29 +145,22 @@ def evaluate_asr(model, cuts, tokenizer, *, targets: str, device: str | torch.de
     model.eval()
     sums = torch.zeros(2 + 2 * len(units), dtype=torch.float64)
     try:
-        for batch in _batches(cuts, model.fbank.config, max_duration=max_duration,
+        for batch in _batches(cuts, model.encoder.fbank.config, max_duration=max_duration,
                               world_size=world_size, rank=rank):
-            keep = [i for i, r in enumerate(_references(batch, targets, tokenizer)) if r is not None]
+            all_refs = _references(batch, targets, tokenizer)
+            keep = [i for i, r in enumerate(all_refs) if r is not None]
             if not keep:
                 continue
-            refs = [_references(batch, targets, tokenizer)[i] for i in keep]
+            refs = [all_refs[i] for i in keep]
             feats = batch["features"][keep].to(device)
             x_lens = batch["x_lens"][keep].to(device)
-            ids = [tokenizer.encode(r) for r in refs]
-            if is_transducer(model):
-                tokens = _evaluate_transducer_batch(model, feats, x_lens, ids, sums, step=step,
-                                                    loss_config=loss_config)
-            else:
-                log_probs, out_lens = model(feats, x_lens)
-                padded, y_lens = pad_targets(ids, device=log_probs.device)
-                _, per_utt = ctc_loss(log_probs, out_lens, padded, y_lens, blank=tokenizer.blank_id,
-                                      reduction="none", zero_infinity=True)
-                finite = torch.isfinite(per_utt)
-                sums[0] += float(per_utt[finite].sum())
-                sums[1] += float(y_lens[finite].sum())
-                tokens = _search(log_probs, out_lens, method="greedy", beam=1,
-                                 blank=tokenizer.blank_id)
-            hyps = [tokenizer.decode(t) for t in tokens]
+            sub = {"features": feats, "x_lens": x_lens,
+                   "cut_ids": [batch["cut_ids"][i] for i in keep],
+                   "targets": [tokenizer.encode(r) for r in refs]}
+            loss, count, *_ = model(sub, **dict(loss_kwargs or {}))
+            sums[0] += float(loss)
+            sums[1] += float(count)
+            hyps = [tokenizer.decode(h.tokens) for h in model.recognize(feats, x_lens)]
             for j, (unit, _) in enumerate(units):
                 ids = [str(i) for i in range(len(refs))]
                 result = score(dict(zip(ids, (_for_unit(r, unit, targets) for r in refs), strict=True)),
@@ -259,23 +177,6 @@ def evaluate_asr(model, cuts, tokenizer, *, targets: str, device: str | torch.de
     for j, (_, name) in enumerate(units):
         out[name] = values[2 + 2 * j] / values[3 + 2 * j] if values[3 + 2 * j] else math.nan
     return out
-
-
-evaluate_ctc = evaluate_asr
-"""The name of :func:`evaluate_asr` from before transducers (kept for callers)."""
-
-
-def _evaluate_transducer_batch(model, feats, x_lens, ids, sums, *, step, loss_config):
-    """Add a batch's transducer loss and token count to ``sums``; greedy tokens out."""
-    from speechfm.losses.transducer import TransducerLossConfig
-
-    config = loss_config or TransducerLossConfig()
-    loss, stats = model.compute_loss(feats, x_lens, ids, loss_config=config,
-                                     step=config.warm_steps if step is None else step)
-    sums[0] += float(loss)
-    sums[1] += stats["num_tokens"]
-    enc, enc_lens = model(feats, x_lens)
-    return _transducer_search(model, enc, enc_lens, method="greedy", beam=1)
 
 
 def _group_of(batch: Mapping[str, Any], i: int, group_by: str) -> str:
@@ -313,15 +214,15 @@ def decode_manifest(
     """Decode every cut of manifest ``cuts`` and write hyps, errs and results (module doc).
 
     Args:
-        model_dir: a CTC or transducer model directory (``final/`` or a checkpoint).
+        model_dir: an ASR model directory (``final/`` or a checkpoint).
         cuts: lhotse manifest; transcripts are the references (cuts without one are
             decoded but not scored).
         out_dir: output folder (created).
         method: "greedy" or "beam" (CTC: prefix beam search; transducer: modified beam
             search; no LM).
         beam: beam width for "beam".
-        streaming: transducers: decode each utterance as a live stream (chunked encoder
-            with cached state, ``piece_frames`` feature frames fed at a time).
+        streaming: decode each utterance as a live stream (chunked encoder with cached
+            state, ``piece_frames`` feature frames fed at a time); streaming models only.
         chunk_size, left_context: the encoder's attention chunk (encoder frames) and
             cached left context; None = the model's own setting. With ``streaming=False``
             they select chunked (simulated streaming) attention over whole utterances.
@@ -349,10 +250,10 @@ def decode_manifest(
         raise ValueError(f"piece_frames must be >= 1, got {piece_frames}")
     if not Path(cuts).is_file():
         raise DataError(f"{cuts}: no such manifest")
-    model, tokenizer, _ = load_asr_model(model_dir, device=device)
-    transducer = is_transducer(model)
-    if streaming and not transducer:
-        raise ValueError(f"{model_dir}: streaming decoding needs a transducer model")
+    model, tokenizer, meta = load_asr_model(model_dir, device=device)
+    if streaming and not hasattr(model, "stream"):
+        raise ValueError(f"{model_dir}: streaming decoding needs a streaming-capable model "
+                         f"(a {meta['family']} model has no stream())")
     chunking = {k: v for k, v in (("chunk_size", chunk_size), ("left_context", left_context))
                 if v is not None}
     targets = resolve_targets("auto", tokenizer)
@@ -367,7 +268,7 @@ def decode_manifest(
     start = time.perf_counter()
     durations = {c.id: c.duration for c in cutset}
     skipped: list[str] = []
-    for batch in _batches(cutset, model.fbank.config, max_duration=max_duration,
+    for batch in _batches(cutset, model.encoder.fbank.config, max_duration=max_duration,
                           num_workers=num_workers):
         skipped.extend(batch["skipped_cut_ids"])
         if not batch["cut_ids"]:
@@ -378,14 +279,12 @@ def decode_manifest(
                                     chunk_size=chunk_size, left_context=left_context,
                                     piece_frames=piece_frames,
                                     max_sym_per_frame=max_sym_per_frame)
-        elif transducer:
-            enc, enc_lens = model(feats, x_lens, **chunking)
-            tokens = _transducer_search(model, enc, enc_lens, method=method, beam=beam,
-                                        max_sym_per_frame=max_sym_per_frame)
         else:
-            log_probs, out_lens = model(feats, x_lens, **chunking)
-            tokens = _search(log_probs, out_lens, method=method, beam=beam,
-                             blank=tokenizer.blank_id)
+            search = dict(chunking)
+            if max_sym_per_frame != 1:  # a transducer's option; other searches need not take it
+                search["max_sym_per_frame"] = max_sym_per_frame
+            tokens = [h.tokens for h in model.recognize(feats, x_lens, method=method, beam=beam,
+                                                        **search)]
         for i, (cut_id, ref) in enumerate(zip(batch["cut_ids"], _references(batch, targets, tokenizer), strict=True)):
             hyps[cut_id] = tokenizer.decode(tokens[i])
             audio_seconds += durations[cut_id]
@@ -410,7 +309,7 @@ def decode_manifest(
     results: dict[str, Any] = {
         "model_dir": str(model_dir), "cuts": str(cuts), "method": method,
         "beam": beam if method == "beam" else None, "group_by": group_by, "targets": targets,
-        "family": "transducer" if transducer else "ctc", "streaming": streaming,
+        "family": meta["family"], "streaming": streaming,
         "chunk_size": chunk_size, "left_context": left_context,
         "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size},
         "num_utts": len(order), "num_scored": len(refs), "skipped_cuts": skipped,

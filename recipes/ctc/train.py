@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""CTC ASR recipe: the shared speech encoder with a linear CTC head, trained on lhotse cuts.
+
+    python recipes/ctc/train.py CONFIG.yaml [--exp-dir DIR] [--resume] [--print-config]
+        [key=value ...]
+    torchrun --nproc-per-node 2 recipes/ctc/train.py CONFIG.yaml ...   (data parallel)
+
+CONFIG holds the fields of :class:`CtcConfig` below: the run's settings
+(:class:`speechfm.train.RunConfig`: data, budget, optimizer, schedule, checkpoints) plus
+the tokenizer, the transcript to learn, the CMVN statistics and the model (a named size
+with overrides, e.g. ``model.encoder.conformer.num_layers=8``). ``configs/`` has the
+recipe's configurations. The run writes ``EXP/final`` (decode it with
+``speechfm decode EXP/final --cuts ...`` or ``speechfm.load("EXP/final")``), resumable
+checkpoints, TensorBoard logs, curves.png and train_summary.json; the exported weights
+are the best of last / averaged / running-average weights by dev greedy CER (PER for
+IPA targets).
+
+This file is the template of a new recipe: a config dataclass embedding ``RunConfig``,
+a model built from it, a loss function, a validation function, and ``speechfm.train.run``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from speechfm.train import RunConfig
+
+
+@dataclass(kw_only=True)
+class CtcConfig(RunConfig):
+    """A CTC run: :class:`RunConfig` plus the tokenizer, targets and model."""
+
+    tokenizer: str
+    """Tokenizer directory (bpe, unigram, char or ipa) saved by ``speechfm tokenizer train``."""
+    targets: str = "auto"
+    """Transcript to learn: "text", "ipa" (``custom["ipa"]``) or "auto" (ipa for an ipa tokenizer)."""
+    cmvn: str | None = None
+    """Global CMVN JSON (``speechfm features cmvn``) copied into the encoder's buffers."""
+    model_size: str = "ctc_small"
+    """Named size to start from: ctc_tiny, ctc_small, ctc_base or ctc_large."""
+    model: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the model config's fields, nested
+    (``{"encoder": {"conformer": {"dim": 144}, "specaugment": false}}``)."""
+    exp_dir: str = "exp/ctc"
+    """Output directory of the run."""
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.tokenizer:
+            raise ValueError("tokenizer must be set")
+        if self.targets not in ("auto", "text", "ipa"):
+            raise ValueError(f"targets must be auto, text or ipa, got {self.targets!r}")
+        build_model_config(self, vocab_size=2)  # the size and every override are valid
+
+
+def build_model_config(config: CtcConfig, vocab_size: int):
+    """The named size with the ``model`` overrides applied; the vocabulary is the tokenizer's."""
+    from speechfm.config import override_dataclass
+    from speechfm.models import ctc
+
+    sizes = {"ctc_tiny": ctc.ctc_tiny, "ctc_small": ctc.ctc_small, "ctc_base": ctc.ctc_base,
+             "ctc_large": ctc.ctc_large}
+    if config.model_size not in sizes:
+        raise ValueError(f"model_size must be one of {sorted(sizes)}, got {config.model_size!r}")
+    if "vocab_size" in config.model:
+        raise ValueError("model.vocab_size cannot be set: it comes from the tokenizer")
+    model_config = override_dataclass(sizes[config.model_size](vocab_size), config.model, "model")
+    model_config.validate()
+    return model_config
+
+
+def train(config: CtcConfig, *, resume: bool = False):
+    """Train and export; returns the :class:`speechfm.train.RunResult`."""
+    from speechfm.decode.asr import evaluate_recognizer
+    from speechfm.features.cmvn import GlobalCMVN
+    from speechfm.models.ctc import create_ctc_model
+    from speechfm.text import load_tokenizer
+    from speechfm.text.targets import batch_targets, resolve_targets
+    from speechfm.train import run
+    from speechfm.train.run import load_cuts, seed_run
+
+    config.validate()
+    seed_run(config)
+    tokenizer = load_tokenizer(config.tokenizer)
+    targets = resolve_targets(config.targets, tokenizer)
+    model_config = build_model_config(config, tokenizer.vocab_size)
+    model = create_ctc_model(model_config)
+    if config.cmvn:
+        stats = GlobalCMVN.load(config.cmvn)
+        model.encoder.set_cmvn(stats.mean, stats.var, var_floor=stats.var_floor)
+    elif model_config.encoder.normalization == "global":
+        print("warning: no cmvn file given: the model's CMVN stays the identity", file=sys.stderr)
+    dev_cuts = load_cuts(config.dev_cuts).to_eager() if config.dev_cuts else None
+
+    def loss_fn(net, batch, ctx):
+        return net(dict(batch, targets=batch_targets(batch, tokenizer, targets)))
+
+    def validate(model, ctx):
+        return evaluate_recognizer(model, dev_cuts, tokenizer, targets=targets, device=ctx.device,
+                                   max_duration=config.max_duration,
+                                   world_size=ctx.info.world_size, rank=ctx.info.rank)
+
+    return run(
+        config, model=model, model_config=model_config, loss_fn=loss_fn,
+        validate=validate if dev_cuts is not None else None,
+        metric="per" if targets == "ipa" else "cer",
+        parts={"tokenizer": tokenizer},
+        find_unused_parameters=model_config.encoder.conformer.layer_drop > 0,
+        summary={"tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
+                               "path": config.tokenizer},
+                 "targets": targets, "model_size": config.model_size},
+        resume=resume,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import yaml
+
+    from speechfm.config import parse_recipe_args
+
+    config, args = parse_recipe_args(argv, CtcConfig, __doc__)
+    if args.print_config:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), end="")
+        return 0
+    print(f"model: {train(config, resume=args.resume).final_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
