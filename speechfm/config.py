@@ -1,7 +1,7 @@
 """Typed configuration for every recipe: YAML files, ``key=value`` overrides, dataclasses.
 
 A recipe's configuration is a ``@dataclass(kw_only=True)`` (one docstring per field and a
-``validate()``), usually a subclass of :class:`speechfm.train.run.RunConfig` adding the
+``validate()``), usually a subclass of :class:`speechfm.train.runner.RunConfig` adding the
 recipe's own fields. This module turns YAML and command-line overrides into such a
 dataclass and back:
 

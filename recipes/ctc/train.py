@@ -16,7 +16,7 @@ are the best of last / averaged / running-average weights by dev greedy CER (PER
 IPA targets).
 
 This file is the template of a new recipe: a config dataclass embedding ``RunConfig``,
-a model built from it, a loss function, a validation function, and ``speechfm.train.run``.
+a model built from it, a loss function, a validation function, and ``speechfm.train.runner``.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def train(config: CtcConfig, *, resume: bool = False):
     from speechfm.text import load_tokenizer
     from speechfm.text.targets import batch_targets, resolve_targets
     from speechfm.train import run
-    from speechfm.train.run import load_cuts, seed_run
+    from speechfm.train.runner import load_cuts, seed_run
 
     config.validate()
     seed_run(config)

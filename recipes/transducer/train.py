@@ -92,7 +92,7 @@ def train(config: TransducerConfig, *, resume: bool = False):
     from speechfm.text import load_tokenizer
     from speechfm.text.targets import batch_targets, resolve_targets
     from speechfm.train import run
-    from speechfm.train.run import load_cuts, seed_run
+    from speechfm.train.runner import load_cuts, seed_run
 
     config.validate()
     seed_run(config)

@@ -15,7 +15,8 @@ import sys
 from speechfm.errors import SpeechfmError
 
 # Order is the order in ``speechfm --help``.
-_COMMAND_MODULES = ("prepare", "data", "features", "tokenizer", "train", "decode", "transcribe")
+_COMMAND_MODULES = ("prepare", "data", "features", "tokenizer", "train", "decode", "convert",
+                    "transcribe")
 
 
 def build_parser() -> argparse.ArgumentParser:

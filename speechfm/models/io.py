@@ -28,7 +28,7 @@ The family contract (what a generic loop, decoder and API call, never asking the
   same interface: ``sample_rate``, ``frame_shift_s``, ``feature_extractor()``,
   ``set_cmvn``);
 - ``model(batch, **kwargs) -> (loss_sum, count, stats)``: the training loss of a batch
-  (see :mod:`speechfm.train.run` for the batch dict);
+  (see :mod:`speechfm.train.runner` for the batch dict);
 - ``model.encode(feats, x_lens, return_layers=..., ...)``: encoder output (and layers);
 - ASR families add ``recognize(feats, x_lens, method=, beam=, ...) -> [hypothesis]``
   (``.tokens``, ``.token_frames``, ``.token_end_frames``, ``.token_confidences``), and
@@ -95,13 +95,16 @@ class ModelFamily:
 def _ctc() -> ModelFamily:
     from speechfm.models.ctc import CtcModelConfig, create_ctc_model
 
-    return ModelFamily("ctc", CtcModelConfig, create_ctc_model)
+    # Only the shared encoder converts (to a transformers Wav2Vec2BertModel).
+    return ModelFamily("ctc", CtcModelConfig, create_ctc_model,
+                       interop="speechfm.models.conformer.interop")
 
 
 def _transducer() -> ModelFamily:
     from speechfm.models.transducer import TransducerModelConfig, create_transducer_model
 
-    return ModelFamily("transducer", TransducerModelConfig, create_transducer_model)
+    return ModelFamily("transducer", TransducerModelConfig, create_transducer_model,
+                       interop="speechfm.models.conformer.interop")
 
 
 def _encoder() -> ModelFamily:

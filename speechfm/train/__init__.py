@@ -1,11 +1,11 @@
 """Training utilities: small functions and classes that a recipe composes into its own loop.
 
-There is no Trainer base class. Most recipes call :func:`~speechfm.train.run.run` (the
+There is no Trainer base class. Most recipes call :func:`~speechfm.train.runner.run` (the
 generic run function: budgets, resume, validation, early stopping, averaging, export)
 with their own loss and validation functions; a recipe that needs another loop composes
 the pieces it uses:
 
-* :mod:`~speechfm.train.run` - ``RunConfig`` (embedded in every recipe's config) and ``run``
+* :mod:`~speechfm.train.runner` - ``RunConfig`` (embedded in every recipe's config) and ``run``
 * :mod:`~speechfm.train.ema` - ``EmaWeights`` (EMA teachers) and ``cosine_momentum``
 
 * :mod:`~speechfm.train.optim` - AdamW/Adam with weight decay kept off norms and biases
@@ -108,7 +108,7 @@ from speechfm.train.loop import (
 )
 from speechfm.train.optim import OptimizerConfig, create_optimizer, param_groups
 from speechfm.train.rng import get_rng_state, seed_everything, set_rng_state
-from speechfm.train.run import RunConfig, RunContext, RunResult, run, seed_run
+from speechfm.train.runner import RunConfig, RunContext, RunResult, run, seed_run
 from speechfm.train.schedulers import (
     ConstantSchedule,
     CosineSchedule,

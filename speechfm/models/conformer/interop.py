@@ -14,8 +14,14 @@ by its feature extractor plus an ``attention_mask`` (N, T); the speechfm encoder
 (``input_dim=160`` in :func:`conformer_config_from_hf` gives a stride-1 encoder that takes
 HF's stacked features as they are).
 
-transformers is optional: only :func:`hf_config_from_conformer` imports it (lazily); the
-state-dict functions work on plain ``{name: tensor}`` mappings.
+transformers is optional: only :func:`hf_config_from_conformer` and the directory
+converters import it (lazily); the state-dict functions work on plain ``{name: tensor}``
+mappings.
+
+Whole directories (what ``speechfm convert`` calls): :func:`convert_from_hf_dir` turns a
+``save_pretrained`` directory into an ``"encoder"``-family model directory (fbank and
+normalisation settings included), :func:`convert_to_hf_dir` exports a model directory's
+encoder as a ``Wav2Vec2BertModel``.
 
 Tensor names (``i`` = layer)::
 
@@ -45,8 +51,10 @@ computes on the fly).  :func:`load_hf_weights` returns the names it skipped.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -58,8 +66,11 @@ from speechfm.models.conformer.model import ConformerEncoder
 __all__ = [
     "SKIPPED_HF_KEYS",
     "conformer_config_from_hf",
+    "convert_from_hf_dir",
+    "convert_to_hf_dir",
     "hf_config_from_conformer",
     "load_hf_weights",
+    "seamless_m4t_fbank_config",
     "state_dict_from_hf",
     "state_dict_to_hf",
 ]
@@ -466,3 +477,180 @@ def hf_config_from_conformer(config: ConformerConfig):
         add_adapter=False,
         use_intermediate_ffn_before_adapter=False,
     )
+
+
+# ----------------------------------------------------------------------------- directories
+
+
+def seamless_m4t_fbank_config():
+    """The :class:`~speechfm.features.fbank.FbankConfig` closest to transformers'
+    ``SeamlessM4TFeatureExtractor`` (w2v-BERT 2.0's front end): 80 Kaldi mel bins at 16 kHz
+    from 25 ms povey windows every 10 ms (FFT 512), DC offset removed, pre-emphasis 0.97,
+    no dither, power spectrum, natural log floored at float32 epsilon, mel filters from
+    20 Hz to nyquist, and only whole frames (``center=False``: ``snip_edges=True``).
+    """
+    from speechfm.features.fbank import FbankConfig
+
+    return FbankConfig(
+        sample_rate=16000,
+        num_mel_bins=80,
+        frame_length_ms=25.0,
+        frame_shift_ms=10.0,
+        dither=0.0,
+        preemph_coeff=0.97,
+        remove_dc_offset=True,
+        window_type="povey",
+        round_to_power_of_two=True,
+        snip_edges=True,
+        low_freq=20.0,
+        high_freq=0.0,
+        use_energy=False,
+        use_power=True,
+        use_log_fbank=True,
+    )
+
+
+def convert_from_hf_dir(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Convert a transformers ``Wav2Vec2BertModel`` directory into a speechfm model directory.
+
+    ``src`` is what ``save_pretrained`` writes (config.json + weights); only local files
+    are read (``local_files_only=True``), so nothing is downloaded.  A checkpoint with a
+    task head (``Wav2Vec2BertForCTC`` and the like) converts to its encoder alone: the head
+    is dropped.  ``dst`` becomes an ``"encoder"``-family model directory
+    (``speechfm.load(dst).embed(audio)``, or ``init_from`` for a CTC/transducer recipe),
+    replaced if it exists; its config.json records ``"converted_from"``.
+
+    What is identical: the Conformer (:func:`conformer_config_from_hf`, weights through
+    :func:`state_dict_from_hf`) computes HF's hidden states, layer by layer, from the same
+    features: (N, 2T, 80) frames here, HF's (N, T, 160) stacked ``input_features`` there.
+    HF's ``masked_spec_embed`` (training-time masking) is not kept (``"skipped"`` in
+    ``"converted_from"``).
+
+    What is close but not identical (the front end): the model computes its features with
+    :func:`seamless_m4t_fbank_config` and per-utterance normalisation, the same recipe as
+    ``SeamlessM4TFeatureExtractor`` except that (a) SeamlessM4T scales the waveform by 32768
+    before the fbank, which shifts every log-mel value by the constant 2 ln 32768 that
+    per-utterance normalisation removes, but also moves the float32-epsilon floor (only
+    near-digital-silence bins differ); (b) SeamlessM4T normalises each mel bin with the
+    unbiased variance (``ddof=1``) and eps 1e-7, speechfm with the population variance and
+    eps 1e-5 (a relative difference of about 1 / (2 x frames)).  Exact front-end parity,
+    and HF's adapter layers (``add_adapter=True`` is refused), are left to the w2v-BERT
+    recipe.
+
+    Returns:
+        ``dst`` as a Path.
+
+    Raises:
+        DataError: ``src`` cannot be read by transformers, or holds a model the encoder
+            cannot represent (the message names the HF field).
+        ImportError: transformers is not installed.
+    """
+    from speechfm.errors import DataError
+    from speechfm.models.conformer.speech_encoder import SpeechEncoderConfig
+    from speechfm.models.encoder import EncoderModelConfig
+    from speechfm.models.io import save_model_dir
+
+    try:
+        from transformers import Wav2Vec2BertConfig, Wav2Vec2BertModel
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("converting a transformers checkpoint needs transformers: "
+                          "pip install 'speechfm[hf]'") from e
+    src = Path(src)
+    try:
+        hf_config = Wav2Vec2BertConfig.from_pretrained(src, local_files_only=True)
+        conformer = conformer_config_from_hf(hf_config)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{src}: cannot convert this Wav2Vec2BertModel: {e}") from e
+    try:
+        hf_model, info = Wav2Vec2BertModel.from_pretrained(
+            src, config=hf_config, local_files_only=True, output_loading_info=True
+        )
+    except (OSError, ValueError, RuntimeError) as e:
+        raise DataError(f"{src}: transformers cannot load the weights: {e}") from e
+    # transformers only warns about (and randomly initialises) weights missing from the
+    # files; a converted model must not contain any.
+    missing = sorted(k for k in info.get("missing_keys", ()) if k not in SKIPPED_HF_KEYS)
+    if missing:
+        raise DataError(f"{src}: the weights files lack {len(missing)} tensors of the "
+                        f"Wav2Vec2BertModel its config.json describes, e.g. {missing[:5]}")
+    hf_state = hf_model.state_dict()
+    try:
+        ours, _, skipped = _convert_from_hf(hf_state, "")
+    except ValueError as e:
+        raise DataError(f"{src}: {e}") from e
+    config = EncoderModelConfig(
+        encoder=SpeechEncoderConfig(
+            fbank=seamless_m4t_fbank_config(),
+            normalization="utterance",  # SeamlessM4T normalises every mel bin per utterance
+            specaugment=False,
+            conformer=conformer,
+        )
+    )
+    state = {f"encoder.conformer.{k}": v for k, v in ours.items()}
+    extra = {
+        "converted_from": {
+            "format": "transformers",
+            "model_type": hf_config.model_type,
+            "architectures": list(getattr(hf_config, "architectures", None) or []),
+            "path": str(src),
+            "skipped": skipped,
+        }
+    }
+    return save_model_dir(dst, state, config, extra=extra)
+
+
+def convert_to_hf_dir(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Export the encoder of a speechfm model directory as a transformers ``Wav2Vec2BertModel``.
+
+    Any family built on the shared front end converts (encoder-only, CTC, transducer), but
+    only the encoder's Conformer is exported: task heads (CTC projection, transducer
+    predictor/joiner), the feature settings and global CMVN statistics are not (HF's model
+    takes features already computed and normalised by its feature extractor).  ``dst`` is
+    written with ``save_pretrained`` (config.json + model.safetensors), replaced if it
+    exists; load it with ``Wav2Vec2BertModel.from_pretrained(dst)``.
+
+    Returns:
+        ``dst`` as a Path.
+
+    Raises:
+        DataError: ``src`` is not a loadable model directory, its model has no Conformer
+            encoder, or the encoder is one HF cannot represent (the message names the
+            field, e.g. a ``conv2d`` front end or non-causal convolutions).
+        ImportError: transformers is not installed.
+    """
+    import shutil
+
+    from speechfm.errors import DataError
+    from speechfm.models.io import load_model_dir
+
+    try:
+        from transformers import Wav2Vec2BertModel
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("exporting to transformers needs transformers: "
+                          "pip install 'speechfm[hf]'") from e
+    loaded = load_model_dir(src, tokenizer=False)
+    encoder = getattr(loaded.module, "encoder", None)
+    conformer = getattr(encoder, "conformer", None)
+    conformer_config = getattr(getattr(loaded.config, "encoder", None), "conformer", None)
+    if not isinstance(conformer, ConformerEncoder) or not isinstance(conformer_config,
+                                                                     ConformerConfig):
+        raise DataError(f"{src}: this {loaded.family} model has no Conformer encoder "
+                        "(model.encoder.conformer) to export")
+    try:
+        hf_config = hf_config_from_conformer(conformer_config)
+        hf_state = state_dict_to_hf(conformer.state_dict())
+    except ValueError as e:
+        raise DataError(f"{src}: its encoder cannot be written as a Wav2Vec2BertModel: {e}") from e
+    hf_model = Wav2Vec2BertModel(hf_config).eval()
+    # hf_config_from_conformer turns SpecAugment masking off, so the model has no
+    # masked_spec_embed and the two state dicts must match key for key.
+    hf_model.load_state_dict(hf_state, strict=True)
+    dst = Path(dst)
+    tmp = dst.with_name(f".tmp-{dst.name}-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    hf_model.save_pretrained(tmp)  # config.json + model.safetensors
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.rename(tmp, dst)
+    return dst

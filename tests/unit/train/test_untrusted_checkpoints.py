@@ -137,4 +137,20 @@ def test_load_refuses_a_pickle_in_place_of_model_safetensors(tmp_path, zipfile):
     assert not marker.exists()
 
 
-# init_from: added with the recipe platform
+@pytest.mark.parametrize("zipfile", [True, False], ids=["zip", "legacy"])
+def test_init_from_refuses_a_pickle_in_place_of_model_safetensors(tmp_path, zipfile):
+    """``init_from`` (speechfm.models.io.init_weights, what every recipe's run starts from)."""
+    from speechfm.models.ctc import create_ctc_model, ctc_tiny
+    from speechfm.models.io import init_weights
+
+    directory = tmp_path / "model"
+    shutil.copytree(V1_CTC_DIR, directory)
+    marker = tmp_path / "MARKER"
+    weights = directory / "model.safetensors"
+    weights.chmod(0o644)
+    torch.save({"encoder.weight": RunsCode(marker)}, weights, _use_new_zipfile_serialization=zipfile)
+    _assert_payload_runs(weights, marker)
+
+    with pytest.raises(DataError, match="model.safetensors"):
+        init_weights(create_ctc_model(ctc_tiny(5)), directory)
+    assert not marker.exists()

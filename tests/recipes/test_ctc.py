@@ -1,4 +1,5 @@
-"""train_asr + decode_manifest on a tiny synthetic corpus: layout, resume state, scoring files."""
+"""recipes/ctc end to end on a tiny synthetic corpus: train a few steps, export, resume
+exactly, load through speechfm.load, decode and score (layout, resume state, errs files)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,22 @@ import json
 import numpy as np
 import pytest
 
-from speechfm.asr.decode import _for_unit, decode_manifest, format_results_table, load_asr_model
-from speechfm.asr.train import AsrTrainConfig, train_asr
+import speechfm
+from speechfm.decode.asr import _for_unit, decode_manifest, format_results_table, load_asr_model
 from speechfm.errors import DataError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def ctc(recipe):
+    return recipe("ctc")
+
+
+def train_asr(config, resume=False):
+    from conftest import import_recipe
+
+    return import_recipe("ctc").train(config, resume=resume).final_dir
 
 
 def _config(corpus, exp, **kw):
@@ -21,9 +35,11 @@ def _config(corpus, exp, **kw):
         scheduler={"kind": "constant", "warmup_steps": 0},
     )
     base.update(kw)
-    from speechfm.asr.train import config_from_dict
+    from conftest import import_recipe
 
-    return config_from_dict(AsrTrainConfig, base)
+    from speechfm.config import config_from_dict
+
+    return config_from_dict(import_recipe("ctc").CtcConfig, base)
 
 
 def test_train_exports_model_dir_and_decode_scores_per_language(corpus, corpus_texts, tmp_path):
@@ -33,7 +49,7 @@ def test_train_exports_model_dir_and_decode_scores_per_language(corpus, corpus_t
     assert final == exp / "final"
     assert sorted(p.name for p in final.iterdir()) == ["config.json", "model.safetensors", "tokenizer"]
     config = json.loads((final / "config.json").read_text())
-    assert config["family"] == "ctc" and config["tokenizer"] == "tokenizer"
+    assert config["family"] == "ctc" and config["parts"] == {"tokenizer": "tokenizer"}
     assert config["model"]["vocab_size"] == 5  # blank, unk, word boundary, a, b
     summary = json.loads((exp / "train_summary.json").read_text())
     assert summary["steps"] == 6 and summary["stop_reason"] == "max_steps"
@@ -46,6 +62,11 @@ def test_train_exports_model_dir_and_decode_scores_per_language(corpus, corpus_t
 
     model, tokenizer, _ = load_asr_model(final)
     assert not model.training and tokenizer.kind == "char"
+    # the exported directory is what speechfm.load opens: transcribe and embed
+    loaded = speechfm.load(final)
+    wav = corpus[0] / "en_0.wav"
+    assert isinstance(loaded.transcribe(wav), str)
+    assert loaded.embed(wav, layers=(-1,))[0].shape[1] == model.encoder.dim
 
     out = tmp_path / "decode"
     results = decode_manifest(final, corpus[1], out, method="beam", beam=3)
@@ -70,7 +91,7 @@ def test_resume_continues_to_the_same_weights(corpus, tmp_path):
     from safetensors.torch import load_file
 
     # SpecAugment and volume perturbation draw from the RNG the checkpoint restores.
-    kw = dict(dev_cuts=None, save_every=2, model={"specaugment": True}, average="last",
+    kw = dict(dev_cuts=None, save_every=2, model={"encoder": {"specaugment": True}}, average="last",
               volume_perturb_db=10.0)
     straight = tmp_path / "straight"
     train_asr(_config(corpus, straight, max_steps=4, **kw))
