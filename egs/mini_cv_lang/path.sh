@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Environment for the mini_cv_lang recipe; sourced by run.sh from this folder.
+# Environment for the mini_cv_lang data preparation; sourced by prepare.sh from this folder.
 # Uses the repository's .venv when there is one (tools/setup.sh makes it); speechfm is
 # installed there in editable mode, so no PYTHONPATH is needed.
 __root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

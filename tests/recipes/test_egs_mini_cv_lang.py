@@ -1,4 +1,4 @@
-"""egs/mini_cv_lang/run.sh stages 0-3 end to end on a tiny 12-language corpus."""
+"""egs/mini_cv_lang/prepare.sh (stages 0-3) end to end on a tiny 12-language corpus."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ SPLITS = ("train", "dev", "test")
 
 
 def _run(repo_root, data, *args):
-    cmd = ["bash", str(repo_root / "egs" / "mini_cv_lang" / "run.sh"), "--data-dir", str(data),
+    cmd = ["bash", str(repo_root / "egs" / "mini_cv_lang" / "prepare.sh"), "--data-dir", str(data),
            "--utts-per-lang", "20", "--bpe-vocab-size", "200", "--nj", "2", *args]
     # run from elsewhere: the script must cd to its own folder
     return subprocess.run(cmd, cwd=data.parent, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
-def test_run_sh_stages_0_to_3(repo_root, tmp_path, shared_data):
+def test_prepare_sh_stages_0_to_3(repo_root, tmp_path, shared_data):
     from lhotse import CutSet
 
     from speechfm.text import load_tokenizer

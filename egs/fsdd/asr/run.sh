@@ -10,7 +10,7 @@
 #   1  check every split                             -> DATA/clean/{split}, cuts_*.jsonl.gz
 #   2  fbank features + train CMVN                   -> DATA/fbank/cuts_*.jsonl.gz, cmvn.json
 #   3  character tokenizer on train transcripts      -> DATA/lang_char
-#   4  train a small CTC model (conf/ctc.yaml)       -> EXP/final, EXP/train_summary.json
+#   4  train a small CTC model (recipes/ctc, conf/ctc.yaml) -> EXP/final, EXP/train_summary.json
 #   5  decode dev and test, scored per speaker       -> EXP/decode_<method>/{dev,test}
 #   6  speaker-disjoint WER/CER + run details        -> EXP/RESULTS.md (or --results-md FILE)
 set -euo pipefail
@@ -26,7 +26,7 @@ dev_speakers=nicolas
 test_speakers=theo,yweweler
 exp_dir=exp/ctc
 train_conf=conf/ctc.yaml
-train_args=          # extra key=value overrides for speechfm train (space-separated)
+train_args=          # extra key=value overrides for recipes/ctc/train.py (space-separated)
 decode_method=greedy # greedy | beam
 beam=4
 results_md=          # default EXP/RESULTS.md
@@ -78,9 +78,10 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ] && [ ! -f "$exp_dir/.train.done" ];
   log "Stage 4: train CTC ($train_conf) -> $exp_dir"
   mkdir -p "$exp_dir"
   echo "$__run_cmd" > "$exp_dir/run_command.txt"
-  # Passive OpenMP waits keep a shared CPU from stalling (see egs/mini_cv_lang/run.sh).
+  # Passive OpenMP waits keep a shared CPU from stalling (see egs/mini_cv_lang/asr/run.sh).
   # shellcheck disable=SC2086  # train_args is a list of key=value words
-  OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} speechfm train "$train_conf" --exp-dir "$exp_dir" --resume \
+  OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} python ../../../recipes/ctc/train.py "$train_conf" \
+    --exp-dir "$exp_dir" --resume \
     train_cuts="$data/fbank/cuts_train.jsonl.gz" dev_cuts="$data/fbank/cuts_dev.jsonl.gz" \
     tokenizer="$data/lang_char" cmvn="$data/fbank/cmvn.json" $train_args
   touch "$exp_dir/.train.done"
@@ -97,8 +98,8 @@ fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "Stage 6: write ${results_md:-$exp_dir/RESULTS.md}"
-  # The results writer is shared with the mini_cv_lang recipe.
-  python ../../mini_cv_lang/local/write_results.py --exp-dir "$exp_dir" \
+  # The results writer is shared with the mini_cv_lang ASR recipe.
+  python ../../mini_cv_lang/asr/local/write_results.py --exp-dir "$exp_dir" \
     --decode-dir "$decode_dir" --splits dev,test --out "${results_md:-$exp_dir/RESULTS.md}" \
     --run-command "$exp_dir/run_command.txt" \
     --title "FSDD: CTC on real English digits, speaker-disjoint dev/test"

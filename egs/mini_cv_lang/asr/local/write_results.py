@@ -6,8 +6,9 @@ split (one table per decoding: greedy, beam, streaming, ...), plus the run.
         [--decode-dir exp/ctc/decode_beam ...] --splits dev,test --out exp/ctc/RESULTS.md \
         [--title "..."] [--run-command FILE]
 
-Reads EXP/train_summary.json (written by ``speechfm train``) and DECODE/<split>/results.json
-(written by ``speechfm decode``). Shared by egs/mini_cv_lang and egs/fsdd/asr.
+Reads EXP/train_summary.json (written by the training recipe, recipes/<method>/train.py) and
+DECODE/<split>/results.json (written by ``speechfm decode``). Shared by egs/mini_cv_lang/asr
+and egs/fsdd/asr.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--title", default="CTC results")
     p.add_argument("--run-command", type=Path, default=None,
-                   help="file holding the run.sh command line (stage 4 writes EXP/run_command.txt)")
+                   help="file holding the run.sh command line (the training stage writes EXP/run_command.txt)")
     args = p.parse_args(argv)
 
     summary_path = args.exp_dir / "train_summary.json"
@@ -123,13 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     if cfg["model_size"].startswith("transducer"):
         loss = cfg.get("transducer_loss", {})
         lines.append("- loss: " + ", ".join(f"{k} {v}" for k, v in loss.items()))
+    # the encoder's setting (model.encoder.specaugment), or the model's in older summaries
+    specaug = cfg["model"].get("encoder", {}).get("specaugment", cfg["model"].get("specaugment"))
     lines.append(f"- units: {tok['kind']} tokenizer, V={tok['vocab_size']} ({summary['targets']} targets)")
     lines.append(f"- optimisation: {cfg['optimizer']['kind']} lr {cfg['optimizer']['lr']}, "
                  f"{cfg['scheduler']['kind']} schedule (warmup {cfg['scheduler']['warmup_steps']}), "
                  f"{cfg['max_duration']} s of audio per batch, accum_grad {cfg['accum_grad']}, "
                  f"speed perturbation {'on' if cfg['speed_perturb'] else 'off'}, "
-                 f"volume perturbation {_volume(cfg)}, SpecAugment "
-                 f"{'off' if cfg['model'].get('specaugment') is False else 'on'}")
+                 f"volume perturbation {_volume(cfg)}, SpecAugment {'off' if specaug is False else 'on'}")
     cand = "; ".join(
         f"{name}: " + ", ".join(f"{k.upper()} {100 * v:.2f}%" for k, v in r.items()
                                 if k in ("cer", "per", "wer"))
