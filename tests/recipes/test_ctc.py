@@ -131,3 +131,55 @@ def test_wall_clock_and_epoch_budgets_stop_with_a_checkpoint(corpus, tmp_path):
     assert summary["stop_reason"] == "num_epochs" and summary["epochs_completed"] == 2
     # 6 cuts of 0.6-0.8 s in batches of at most 3 s: 2 updates per epoch
     assert summary["steps"] == 4
+
+
+def test_speechfm_train_hands_off_to_the_recipe(repo_root, capsys):
+    import yaml
+
+    from speechfm.cli import main
+
+    conf = repo_root / "recipes" / "ctc" / "configs" / "mini_cv_lang.yaml"
+    assert main(["train", str(conf), "--print-config", "max_steps=700"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["max_steps"] == 700 and printed["model_size"] == "ctc_small"
+    assert printed["model"]["encoder"]["conformer"]["num_layers"] == 4
+    # the model_size prefix picks the recipe: a transducer size runs recipes/transducer
+    assert main(["train", str(conf), "--print-config", "model_size=transducer_tiny",
+                 "model={}"]) == 0
+    assert "transducer_loss" in yaml.safe_load(capsys.readouterr().out)
+    assert main(["train", str(conf), "--recipe", "whisper"]) == 2
+    assert "no recipe 'whisper'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_ranks_under_torchrun_train_validate_export_and_resume(strategy, corpus, repo_root,
+                                                                   tmp_path):
+    """The run function under torchrun (2 gloo ranks): sharded validation, rank-0 export,
+    a checkpoint both ranks resume from; the export loads like any other."""
+    import os
+    import subprocess
+    import sys
+
+    _, cuts, tok = corpus
+    exp = tmp_path / strategy
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(repo_root / "recipes" / "ctc" / "train.py"), "/dev/null", "--exp-dir", str(exp),
+           f"train_cuts={cuts}", f"dev_cuts={cuts}", f"tokenizer={tok}", "model_size=ctc_tiny",
+           "max_duration=3", "num_workers=0", "save_every=2", "valid_every=2", "keep_last=3",
+           "average_last=2", "average_period=1", "progress=false", "num_threads=1",
+           f"strategy={strategy}", "scheduler.kind=constant", "scheduler.warmup_steps=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run([*cmd, "max_steps=2"], capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    again = subprocess.run([*cmd, "max_steps=4", "--resume"], capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    summary = json.loads((exp / "train_summary.json").read_text())
+    assert summary["steps"] == 4 and "2 process(es)" in summary["hardware"]
+    # two checkpoints kept (steps 2 and 4): the last weights and their mean, chosen by dev CER
+    assert set(summary["average"]["candidates"]) == {"last", "checkpoints"}
+    assert "resumed from" in (exp / "log" / "train-rank0.log").read_text()
+    model = speechfm.load(exp / "final")
+    assert isinstance(model.transcribe(corpus[0] / "en_0.wav"), str)

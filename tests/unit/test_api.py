@@ -8,7 +8,6 @@ lossy coding.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -51,26 +50,22 @@ def symbol_span(text: str, index: int, lead_s: float = LEAD_S) -> tuple[float, f
     return start, start + SYMBOL_S
 
 
-def build_model_dir(root: Path, *, steps: int = 150) -> Path:
-    """Train a ctc_tiny on the synthetic texts and save it in the checkpoint layout."""
-    import speechfm
-    from speechfm.features.fbank import FbankConfig
+def train_ctc_model(*, steps: int = 150):
+    """(model, config, tokenizer): a ctc_tiny trained on the synthetic texts."""
+    from speechfm.config import override_dataclass
     from speechfm.models.ctc import create_ctc_model, ctc_tiny
     from speechfm.text.char import CharTokenizer
-    from speechfm.train.checkpoint import save_checkpoint
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         tok = CharTokenizer.train(TEXTS)
-        base = ctc_tiny(tok.vocab_size)
-        cfg = dataclasses.replace(
-            base,
+        cfg = override_dataclass(ctc_tiny(tok.vocab_size), {"encoder": {
             # Mel filters up to 3.8 kHz: the band every tested rate (8 kHz too) carries.
-            fbank=FbankConfig(num_mel_bins=40, high_freq=3800.0),
-            encoder=dataclasses.replace(base.encoder, input_dim=40),
-            specaugment=False,
-        )
+            "fbank": {"num_mel_bins": 40, "high_freq": 3800.0},
+            "conformer": {"input_dim": 40},
+            "specaugment": False,
+        }})
         torch.manual_seed(0)
         model = create_ctc_model(cfg)
         # Each text at a few gains and offsets, so the model keys on the tones themselves.
@@ -87,39 +82,48 @@ def build_model_dir(root: Path, *, steps: int = 150) -> Path:
         ]
         lens = torch.tensor([w.shape[0] for w in waves])
         batch = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
-        feats, feat_lens = model.feature_extractor()(batch, lens)
+        feats, feat_lens = model.encoder.feature_extractor()(batch, lens)
         frames = torch.cat([feats[i, : feat_lens[i]] for i in range(len(waves))])
-        model.set_cmvn(frames.mean(0).double(), frames.var(0).double())
-        targets = [tok.encode(v[0]) for v in variants]
+        model.encoder.set_cmvn(frames.mean(0).double(), frames.var(0).double())
+        train_batch = {
+            "features": feats,
+            "x_lens": feat_lens,
+            "targets": [tok.encode(v[0]) for v in variants],
+            "cut_ids": [f"{t}-{g}-{ld}" for t, g, ld, _ in variants],
+        }
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
         model.train()
         for _ in range(steps):
-            loss, _ = model.compute_loss(feats, feat_lens, targets)
+            loss, _, _ = model(train_batch)  # the training contract: summed loss
             opt.zero_grad()
             loss.backward()
             opt.step()
-        config = {
-            "family": "ctc",
-            "model": cfg.to_dict(),
-            "tokenizer": "tokenizer",
-            "frame_shift_s": cfg.frame_shift_s,
-            "speechfm_version": speechfm.__version__,
-        }
-        return save_checkpoint(root, "final", model=model, config=config, tokenizer=tok)
+        return model.eval(), cfg, tok
     finally:
         torch.set_num_threads(threads)
 
 
+def build_model_dir(root: Path, *, steps: int = 150) -> Path:
+    """Train a ctc_tiny on the synthetic texts and save it as a training run does: a
+    checkpoint ``root/final`` (a model directory with training state beside it) that
+    ``root/latest`` names."""
+    from speechfm.models.io import PARTS, model_dir_config
+    from speechfm.train.checkpoint import save_checkpoint
+
+    model, cfg, tok = train_ctc_model(steps=steps)
+    parts = {"tokenizer": tok}
+
+    def write_parts(directory: Path) -> None:
+        for name, value in parts.items():
+            PARTS[name].save(value, directory / PARTS[name].file)
+
+    return save_checkpoint(root, "final", model=model, config=model_dir_config(cfg, parts=parts),
+                           write_files=write_parts)
+
+
 # ------------------------------------------------------------------------------ fixtures
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy CPU lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -161,9 +165,12 @@ def test_load_rebuilds_model_tokenizer_and_features(model, model_dir):
     assert model.path == model_dir
     assert model.sample_rate == 16000 and model.frame_shift_s == pytest.approx(0.04)
     assert model.tokenizer.kind == "char" and model.tokenizer.vocab_size == 6
-    assert not model.module.training
+    assert not model.module.training and model.can_transcribe
+    assert model.config["format_version"] == 2 and model.config["family"] == "ctc"
+    assert model.config["parts"] == {"tokenizer": "tokenizer"}
     # CMVN statistics travel in the weights: they are not the identity they start as.
-    assert float(model.module.cmvn.mean.abs().max()) > 1.0
+    assert model.module.encoder.normalization == "global"
+    assert float(model.module.encoder.cmvn.mean.abs().max()) > 1.0
     # A training run's root works too: its `latest` file names the checkpoint.
     again = speechfm.load(model_dir.parent)
     assert again.path == model_dir
@@ -296,7 +303,7 @@ def test_other_dtypes_give_the_same_text(model_dir):
 
 def test_embed_returns_layer_outputs(model, audio_files):
     x = synth(TEXTS[0])
-    frames = int(model.module.output_lengths(torch.tensor([round(x.shape[0] / 160)]))[0])
+    frames = int(model.module.encoder.output_lengths(torch.tensor([round(x.shape[0] / 160)]))[0])
     layers = model.embed(x, sample_rate=SR, layers=(0, 1, -1))
     assert len(layers) == 3
     assert all(t.shape == (frames, 32) and t.dtype == torch.float32 for t in layers)
@@ -310,7 +317,7 @@ def test_embed_returns_layer_outputs(model, audio_files):
     assert set(by_name) == {2, -1} and torch.equal(by_name[2], by_name[-1])
     assert torch.allclose(by_name[-1], layers[2], atol=1e-6)
     with torch.no_grad():
-        log_probs = model.module.logits_to_log_probs(by_name[-1][None])
+        log_probs = torch.log_softmax(model.module.head(by_name[-1][None]), dim=-1)
     assert (
         model.tokenizer.decode(
             [int(t) for t in torch.unique_consecutive(log_probs[0].argmax(-1)) if t != 0]
@@ -323,6 +330,88 @@ def test_embed_returns_layer_outputs(model, audio_files):
     assert many[0][0].shape[0] < frames
     with pytest.raises(ValueError, match="layer 5 out of range"):
         model.embed(x, sample_rate=SR, layers=(5,))
+
+
+# ------------------------------------------------------------------------------ formats
+
+
+def test_format_1_directory_is_upgraded_on_load(model, model_dir, tmp_path):
+    """A directory written before the shared front end (fbank/CMVN/SpecAugment beside the
+    Conformer in the model config, ``cmvn.*``/``encoder.*`` weights) loads as it did."""
+    from safetensors.torch import load_file, save_file
+
+    import speechfm
+    from speechfm.errors import DataError
+
+    d = _copy_model(model_dir, tmp_path / "v1")
+    config = json.loads((d / "config.json").read_text())
+    enc = config["model"]["encoder"]
+    old_model = {
+        "family": "ctc",
+        "encoder": enc["conformer"],
+        "vocab_size": config["model"]["vocab_size"],
+        "fbank": enc["fbank"],
+        "use_cmvn": True,
+        "head_dropout": config["model"]["head_dropout"],
+        "specaugment": enc["specaugment"],
+        **{f"specaug_{k}": v for k, v in enc["specaug"].items()},
+    }
+    (d / "config.json").write_text(json.dumps({
+        "family": "ctc", "model": old_model, "tokenizer": "tokenizer",
+        "frame_shift_s": config["frame_shift_s"], "speechfm_version": "0.1.0"}))
+    state = load_file(str(d / "model.safetensors"))
+    old_state = {}
+    for key, value in state.items():
+        if key.startswith("encoder.cmvn."):
+            key = key[len("encoder."):]
+        elif key.startswith("encoder.conformer."):
+            key = "encoder." + key[len("encoder.conformer."):]
+        old_state[key] = value
+    assert "cmvn.mean" in old_state and "encoder.cmvn.mean" not in old_state
+    save_file(old_state, str(d / "model.safetensors"))
+
+    old = speechfm.load(d)
+    assert old.family == "ctc" and old.config["format_version"] == 1
+    for key, value in model.module.state_dict().items():
+        assert torch.equal(old.module.state_dict()[key], value), key
+    assert old.transcribe([synth(t) for t in TEXTS], sample_rate=SR) == list(TEXTS)
+    # use_cmvn false becomes normalization "none" (and then the cmvn weights are extra).
+    old_model["use_cmvn"] = False
+    (d / "config.json").write_text(json.dumps({"family": "ctc", "model": old_model}))
+    with pytest.raises(DataError, match=r"unexpected keys: encoder\.cmvn"):
+        speechfm.load(d)
+
+
+def test_encoder_only_directory_embeds_as_the_asr_model_does(model, tmp_path):
+    """(tests/unit/models/test_model_dir.py covers encoder-only loading in general.)"""
+    import speechfm
+    from speechfm.api import SpeechModel
+    from speechfm.errors import SpeechfmError
+    from speechfm.models.ctc import CtcModelConfig
+    from speechfm.models.encoder import EncoderModel, EncoderModelConfig
+    from speechfm.models.io import save_model_dir
+
+    # The CTC model's front end alone: its encoder.* weights are the encoder model's.
+    cfg = EncoderModelConfig(encoder=CtcModelConfig.from_dict(model.config["model"]).encoder)
+    state = {k: v for k, v in model.module.state_dict().items() if k.startswith("encoder.")}
+    d = save_model_dir(tmp_path / "encoder", state, cfg)
+    enc = speechfm.load(d)
+    assert isinstance(enc.module, EncoderModel) and enc.family == "encoder"
+    assert enc.tokenizer is None and not enc.can_transcribe
+    x = synth(TEXTS[0])
+    ours = enc.embed(x, sample_rate=SR, layers=(1, -1))
+    theirs = model.embed(x, sample_rate=SR, layers=(1, -1))
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(SpeechfmError, match="no ASR head"):
+        enc.transcribe(x, sample_rate=SR)
+    # A module with a search but no tokenizer cannot transcribe either.
+    bare = SpeechModel(model.module, None, family="ctc")
+    with pytest.raises(SpeechfmError, match="no ASR head.*no tokenizer"):
+        bare.transcribe(x, sample_rate=SR)
+    # SpeechModel around a module and tokenizer: what load() builds.
+    again = SpeechModel(model.module, model.tokenizer, family="ctc", path=model.path)
+    assert again.transcribe(x, sample_rate=SR) == TEXTS[0]
 
 
 # ------------------------------------------------------------------------------ errors
@@ -352,7 +441,7 @@ def test_load_errors_name_what_is_missing(model_dir, tmp_path):
     import shutil
 
     shutil.rmtree(d / "tokenizer")
-    with pytest.raises(DataError, match=r"tokenizer/ directory is missing"):
+    with pytest.raises(DataError, match=r"lists a tokenizer \(tokenizer\) that is missing"):
         speechfm.load(d)
 
     d = _copy_model(model_dir, tmp_path / "family")
@@ -366,7 +455,7 @@ def test_load_errors_name_what_is_missing(model_dir, tmp_path):
         speechfm.load(d)
 
     (d / "config.json").write_text(json.dumps({**config, "model": {**config["model"], "x": 1}}))
-    with pytest.raises(DataError, match="invalid CTC model config.*x"):
+    with pytest.raises(DataError, match=r"invalid ctc model config.*model\.x"):
         speechfm.load(d)
 
 
@@ -388,7 +477,7 @@ def test_load_lists_mismatched_weights(model_dir, tmp_path):
 
     # A config that describes another size than the weights: shapes are named.
     config = json.loads((model_dir / "config.json").read_text())
-    config["model"]["encoder"]["ffn_dim"] = 48
+    config["model"]["encoder"]["conformer"]["ffn_dim"] = 48
     d = _copy_model(model_dir, tmp_path / "shapes")
     (d / "config.json").write_text(json.dumps(config))
     with pytest.raises(DataError, match=r"shape mismatches.*\(64, 32\) vs \(48, 32\)"):

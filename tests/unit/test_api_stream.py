@@ -7,7 +7,6 @@ convolutions, so that it decodes both offline and chunk by chunk.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -23,26 +22,27 @@ synth, TEXTS, SR = _api_test.synth, _api_test.TEXTS, _api_test.SR
 CHUNK = 4  # encoder frames per streaming chunk (160 ms)
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
 def build_transducer_dir(root: Path, *, steps: int = 250) -> Path:
-    import speechfm
-    from speechfm.features.fbank import FbankConfig
+    """Train the transducer and export it as a model directory (``root/final``)."""
+    from speechfm.config import override_dataclass
     from speechfm.losses.transducer import TransducerLossConfig
+    from speechfm.models.io import save_model_dir
     from speechfm.models.transducer import create_transducer_model, transducer_tiny
     from speechfm.text.char import CharTokenizer
-    from speechfm.train.checkpoint import save_checkpoint
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         tok = CharTokenizer.train(TEXTS)
-        base = transducer_tiny(tok.vocab_size)
-        cfg = dataclasses.replace(
-            base,
-            fbank=FbankConfig(num_mel_bins=40, high_freq=3800.0),
-            encoder=dataclasses.replace(base.encoder, input_dim=40, conv_causal=True,
-                                        dynamic_chunk=True, dynamic_chunk_max=8),
-            specaugment=False,
-        )
+        cfg = override_dataclass(transducer_tiny(tok.vocab_size), {"encoder": {
+            "fbank": {"num_mel_bins": 40, "high_freq": 3800.0},
+            "conformer": {"input_dim": 40, "conv_causal": True, "dynamic_chunk": True,
+                          "dynamic_chunk_max": 8},
+            "specaugment": False,
+        }})
         torch.manual_seed(0)
         model = create_transducer_model(cfg)
         variants = [(text, gain, lead, seed) for seed, text in enumerate(TEXTS, start=1)
@@ -51,21 +51,25 @@ def build_transducer_dir(root: Path, *, steps: int = 250) -> Path:
                  for t, g, ld, sd in variants]
         lens = torch.tensor([w.shape[0] for w in waves])
         batch = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
-        feats, feat_lens = model.feature_extractor()(batch, lens)
+        feats, feat_lens = model.encoder.feature_extractor()(batch, lens)
         frames = torch.cat([feats[i, : feat_lens[i]] for i in range(len(waves))])
-        model.set_cmvn(frames.mean(0).double(), frames.var(0).double())
-        targets = [tok.encode(v[0]) for v in variants]
+        model.encoder.set_cmvn(frames.mean(0).double(), frames.var(0).double())
+        train_batch = {
+            "features": feats,
+            "x_lens": feat_lens,
+            "targets": [tok.encode(v[0]) for v in variants],
+            "cut_ids": [f"{t}-{g}-{ld}" for t, g, ld, _ in variants],
+        }
         opt = torch.optim.Adam(model.parameters(), lr=5e-3)
         loss_config = TransducerLossConfig(warm_steps=steps // 4)
         model.train()
         for step in range(steps):
-            loss, _ = model(feats, feat_lens, targets=targets, step=step, loss_config=loss_config)
+            # the training contract: (summed loss, token count, stats)
+            loss, _, _ = model(train_batch, step=step, loss_config=loss_config)
             opt.zero_grad()
             loss.backward()
             opt.step()
-        config = {"family": "transducer", "model": cfg.to_dict(), "tokenizer": "tokenizer",
-                  "frame_shift_s": cfg.frame_shift_s, "speechfm_version": speechfm.__version__}
-        return save_checkpoint(root, "final", model=model, config=config, tokenizer=tok)
+        return save_model_dir(root / "final", model, cfg, parts={"tokenizer": tok})
     finally:
         torch.set_num_threads(threads)
 
@@ -82,16 +86,17 @@ def _offline_chunked(model, audio: np.ndarray) -> str:
     from speechfm.decode.transducer import greedy_search
     from speechfm.features.fbank import compute_fbank
 
-    feats = torch.from_numpy(compute_fbank(audio, SR, model.module.fbank.config))[None]
+    feats = torch.from_numpy(compute_fbank(audio, SR, model.module.encoder.fbank.config))[None]
     with torch.no_grad():
-        enc, lens = model.module(feats, torch.tensor([feats.shape[1]]), chunk_size=CHUNK)
+        enc, lens = model.module.encode(feats, torch.tensor([feats.shape[1]]), chunk_size=CHUNK)
     return model.tokenizer.decode(greedy_search(model.module, enc, lens)[0].tokens)
 
 
 def test_transcribe_a_transducer_with_timestamps(model, tmp_path):
     import soundfile as sf
 
-    assert model.family == "transducer"
+    assert model.family == "transducer" and model.can_transcribe
+    assert model.config["parts"] == {"tokenizer": "tokenizer"}
     audio = synth(TEXTS[0])
     sf.write(tmp_path / "a.wav", audio, SR)
     assert model.transcribe(str(tmp_path / "a.wav")) == TEXTS[0]

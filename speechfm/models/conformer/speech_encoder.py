@@ -214,7 +214,8 @@ class SpeechEncoder(nn.Module):
     def normalize(self, feats: torch.Tensor, x_lens: torch.Tensor) -> torch.Tensor:
         """Normalisation, then SpecAugment when training: what the Conformer sees.
 
-        (N, T, F) -> (N, T, F); padded frames come out as 0.
+        (N, T, F) -> (N, T, F); with global or per-utterance normalisation padded frames
+        come out as 0 (the Conformer ignores padding either way).
         """
         x = feats
         if self.cmvn is not None:
@@ -302,15 +303,23 @@ class SpeechEncoder(nn.Module):
                              "(the statistics need the whole utterance)")
         return self.conformer.init_streaming_state(batch_size, **kwargs)
 
-    def streaming_forward(self, feats: torch.Tensor, state, **kwargs: Any):
+    def streaming_forward(self, feats: torch.Tensor, state, x_lens: torch.Tensor | None = None,
+                          **kwargs: Any):
         """The next (N, t, F) feature frames of N streams through the cached encoder.
 
         Global CMVN is per frame, so normalising a piece equals normalising the whole.
-        Returns ``(out (N, t', C), out_lens, state)`` as
-        :meth:`ConformerEncoder.streaming_forward`.
+        Arguments and result ``(out (N, t', C), out_lens, state)`` as
+        :meth:`ConformerEncoder.streaming_forward` (``x_lens``, ``final``, ``language``,
+        ``adapters``).
+
+        Raises:
+            ValueError: per-utterance normalisation needs the whole utterance.
         """
+        if self.normalization == "utterance":
+            raise ValueError("an encoder with per-utterance normalisation cannot stream "
+                             "(the statistics need the whole utterance)")
         x = self.cmvn(feats) if self.cmvn is not None else feats
-        return self.conformer.streaming_forward(x, state, **kwargs)
+        return self.conformer.streaming_forward(x, state, x_lens, **kwargs)
 
 
 def _utterance_normalize(x: torch.Tensor, x_lens: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

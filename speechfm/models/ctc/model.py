@@ -81,7 +81,8 @@ class CtcModel(nn.Module):
             # Every cut was bad: a zero-weight forward keeps DDP's collectives in step.
             probe = torch.zeros(1, 32, self.encoder.feature_dim, device=device)
             log_probs, _ = self.log_probs(probe, torch.full((1,), 32, device=device))
-            return log_probs.sum() * 0.0, 0, {"num_tokens": 0.0}
+            # the same stats keys as a real batch: ranks all-reduce them by key
+            return log_probs.sum() * 0.0, 0, {"num_utts": 0.0, "num_infeasible": 0.0}
         padded, y_lens = pad_targets(batch["targets"], device=device)
         log_probs, out_lens = self.log_probs(batch["features"].to(device),
                                              batch["x_lens"].to(device), **kwargs)
@@ -104,10 +105,10 @@ class CtcModel(nn.Module):
         """
         padded, lens = pad_targets(targets, device=feats.device)
         log_probs, out_lens = self.log_probs(feats, x_lens, **kwargs)
-        _, per_utt = ctc_loss(log_probs, out_lens, padded, lens, blank=self.blank_id,
-                              reduction="none", zero_infinity=True, utt_ids=utt_ids)
+        losses, per_utt = ctc_loss(log_probs, out_lens, padded, lens, blank=self.blank_id,
+                                   reduction="none", zero_infinity=True, utt_ids=utt_ids)
         finite = torch.isfinite(per_utt)
-        loss = per_utt[finite].sum()
+        loss = losses[finite.to(losses.device)].sum()
         return loss, {"loss": float(loss), "num_utts": float(finite.sum()),
                       "num_infinite": float((~finite).sum()),
                       "num_tokens": float(lens[finite].sum())}

@@ -207,18 +207,20 @@ class TransducerModel(nn.Module):
             unweighted loss parts, ``num_utts`` and ``num_infeasible``.
         """
         device = model_device(self)
-        if not batch["cut_ids"]:
+        if batch["cut_ids"]:
+            loss, stats = self.compute_loss(
+                batch["features"].to(device), batch["x_lens"].to(device), batch["targets"],
+                loss_config=loss_config, step=step, utt_ids=batch["cut_ids"], **kwargs)
+        else:
             # Every cut was bad: a zero-weight forward keeps DDP's collectives in step.
-            probe, _ = self.compute_loss(torch.zeros(1, 32, self.encoder.feature_dim, device=device),
-                                         torch.full((1,), 32, device=device), [[1]],
-                                         loss_config=loss_config, step=step)
-            return probe.sum() * 0.0, 0, {"num_tokens": 0.0}
-        loss, stats = self.compute_loss(
-            batch["features"].to(device), batch["x_lens"].to(device), batch["targets"],
-            loss_config=loss_config, step=step, utt_ids=batch["cut_ids"], **kwargs)
+            loss, stats = self.compute_loss(
+                torch.zeros(1, 32, self.encoder.feature_dim, device=device),
+                torch.full((1,), 32, device=device), [[1]], loss_config=loss_config, step=step)
         logged = {k: stats[k] for k in ("simple_loss", "pruned_loss", "full_loss", "ctc_loss")
                   if k in stats}
         logged.update(num_utts=stats["num_utts"], num_infeasible=stats["num_infinite"])
+        if not batch["cut_ids"]:  # the same stats keys as a real batch, all zero
+            return loss * 0.0, 0, dict.fromkeys(logged, 0.0)
         return loss, stats["num_tokens"], logged
 
     def recognize(self, feats: torch.Tensor, x_lens: torch.Tensor, *, method: str = "greedy",
@@ -254,6 +256,8 @@ class TransducerModel(nn.Module):
         feature frames in pieces, chunk-by-chunk search with cached encoder state."""
         from speechfm.decode.transducer import TransducerStream
 
+        if method not in ("greedy", "beam"):
+            raise ValueError(f"method must be greedy or beam, got {method!r}")
         return TransducerStream(self, method="greedy" if method == "greedy" else "modified_beam",
                                 beam=beam, max_sym_per_frame=max_sym_per_frame,
                                 chunk_size=chunk_size, left_context=left_context,

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-import torch
 
 from speechfm.cli import main
 
@@ -30,12 +29,7 @@ def _api_helpers():
 H = _api_helpers()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

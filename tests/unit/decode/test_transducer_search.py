@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 
 import pytest
 import torch
 
+from speechfm.config import override_dataclass
 from speechfm.decode.transducer import (
     TransducerHypothesis,
     TransducerStream,
     greedy_search,
     modified_beam_search,
 )
-from speechfm.features.fbank import FbankConfig
 from speechfm.models.transducer import TransducerModel, create_transducer_model, transducer_tiny
 
 FEAT = 20
@@ -27,18 +26,19 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _model(
-    seed: int = 0, *, vocab: int = VOCAB, context_size: int = 2, **encoder
+    seed: int = 0, *, vocab: int = VOCAB, context_size: int = 2, normalization: str = "global",
+    **conformer,
 ) -> TransducerModel:
-    """A tiny streamable model whose joiner is sharp enough to make non-trivial choices."""
-    base = transducer_tiny(vocab)
-    cfg = dataclasses.replace(
-        base,
-        fbank=FbankConfig(num_mel_bins=FEAT),
-        encoder=dataclasses.replace(
-            base.encoder, **{"input_dim": FEAT, "conv_causal": True, **encoder}
-        ),
-        context_size=context_size,
-    )
+    """A tiny streamable model whose joiner is sharp enough to make non-trivial choices;
+    ``conformer`` overrides the Conformer's settings."""
+    cfg = override_dataclass(transducer_tiny(vocab), {
+        "encoder": {
+            "fbank": {"num_mel_bins": FEAT},
+            "normalization": normalization,
+            "conformer": {"input_dim": FEAT, "conv_causal": True, **conformer},
+        },
+        "context_size": context_size,
+    })
     torch.manual_seed(seed)
     model = create_transducer_model(cfg).eval()
     with torch.no_grad():
@@ -51,7 +51,7 @@ def _enc(model, lens=(60, 44, 30), seed=1, **kw):
     g = torch.Generator().manual_seed(seed)
     feats = torch.randn(len(lens), max(lens), FEAT, generator=g)
     with torch.no_grad():
-        return model(feats, torch.tensor(lens), **kw)
+        return model.encode(feats, torch.tensor(lens), **kw)
 
 
 def _log_probs(model, enc_t: torch.Tensor, context: list[int]) -> torch.Tensor:
@@ -254,11 +254,11 @@ def test_wide_beam_gives_every_sequence_its_total_probability():
 def test_stream_equals_offline_search_on_the_chunked_encoder(method, chunk, left, max_sym):
     model = _model(7)
     g = torch.Generator().manual_seed(8)
-    model.set_cmvn(torch.randn(FEAT, generator=g), 0.5 + torch.rand(FEAT, generator=g))
+    model.encoder.set_cmvn(torch.randn(FEAT, generator=g), 0.5 + torch.rand(FEAT, generator=g))
     feats = torch.randn(1, 97, FEAT, generator=g)
     lens = torch.tensor([97])
     with torch.no_grad():
-        enc, enc_lens = model(feats, lens, chunk_size=chunk, left_context=left)
+        enc, enc_lens = model.encode(feats, lens, chunk_size=chunk, left_context=left)
     if method == "greedy":
         offline = greedy_search(model, enc, enc_lens, max_sym_per_frame=max_sym)
     else:
@@ -303,3 +303,5 @@ def test_stream_short_input_and_errors():
         TransducerStream(model.train(), chunk_size=4)
     with pytest.raises(ValueError, match="causal"):
         TransducerStream(_model(conv_causal=False).eval(), chunk_size=4)
+    with pytest.raises(ValueError, match="per-utterance normalisation cannot stream"):
+        TransducerStream(_model(normalization="utterance"), chunk_size=4)
