@@ -616,7 +616,7 @@ def run(
         # On rank 0 alone, with a fresh single-process copy (FSDP shards the trained one).
         chosen, candidates, weights = _choose_weights(
             config, model_config, dataclasses.replace(ctx, info=T.DistInfo(device=info.device)),
-            validate, metric, higher_is_better, logger)
+            validate, metric, higher_is_better)
     try:
         logger.close()
     except ValueError as e:  # a run shorter than log_every has no curve to draw
@@ -656,7 +656,7 @@ def run(
 
 
 def _choose_weights(config: RunConfig, model_config: Any, ctx: RunContext, validate, metric: str,
-                    higher: bool, logger) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
+                    higher: bool) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
     """The exported weights: with ``average: auto`` the best by ``metric`` among the last
     weights, the mean of the last checkpoints and the running average between the
     checkpoint ``average_last`` saves back and the last one (icefall's

@@ -37,9 +37,10 @@ REFERENCE_RUNS = {
 }
 
 
-def make_tone_corpus(root: Path) -> tuple[Path, Path]:
-    """Write the corpus (tones + a little noise per utterance) and a char tokenizer under
-    ``root``; returns (cuts manifest, tokenizer dir). Deterministic."""
+def make_tone_corpus(root: Path, texts: dict[str, list[str]] | None = None) -> tuple[Path, Path]:
+    """Write the corpus (tones + a little noise per utterance; ``texts`` by language,
+    default :data:`TEXTS`) and a char tokenizer under ``root``; returns (cuts manifest,
+    tokenizer dir). Deterministic."""
     import soundfile as sf
     from lhotse import CutSet, Recording
 
@@ -48,10 +49,11 @@ def make_tone_corpus(root: Path) -> tuple[Path, Path]:
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    texts_by_lang = TEXTS if texts is None else texts
     rng = np.random.default_rng(0)
     cuts = []
-    for lang, texts in TEXTS.items():
-        for i, text in enumerate(texts):
+    for lang, lang_texts in texts_by_lang.items():
+        for i, text in enumerate(lang_texts):
             utt = f"{lang}_{i}"
             t = np.arange(int(16000 * (0.6 + 0.1 * i))) / 16000
             audio = 0.3 * np.sin(2 * np.pi * (200 + 150 * i) * t) + 0.01 * rng.standard_normal(t.size)
@@ -61,5 +63,5 @@ def make_tone_corpus(root: Path) -> tuple[Path, Path]:
     path = root / "cuts.jsonl.gz"
     CutSet.from_cuts(cuts).to_file(path)
     tok_dir = root / "lang_char"
-    CharTokenizer.train([t for ts in TEXTS.values() for t in ts]).save(tok_dir)
+    CharTokenizer.train([t for ts in texts_by_lang.values() for t in ts]).save(tok_dir)
     return path, tok_dir

@@ -21,7 +21,7 @@ def ctc(recipe):
 
 
 def train_asr(config, resume=False):
-    from conftest import import_recipe
+    from recipe_loader import import_recipe
 
     return import_recipe("ctc").train(config, resume=resume).final_dir
 
@@ -35,7 +35,7 @@ def _config(corpus, exp, **kw):
         scheduler={"kind": "constant", "warmup_steps": 0},
     )
     base.update(kw)
-    from conftest import import_recipe
+    from recipe_loader import import_recipe
 
     from speechfm.config import config_from_dict
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train_asr(config, resume=False):
-    from conftest import import_recipe
+    from recipe_loader import import_recipe
 
     module = import_recipe(config.__class__.__module__.split("_")[-1])
     return module.train(config, resume=resume).final_dir
@@ -37,7 +37,7 @@ def _config(corpus, exp, **kw):
         transducer_loss={"warm_steps": 4}, log_every=1,
     )
     base.update(kw)
-    from conftest import import_recipe
+    from recipe_loader import import_recipe
 
     name = "ctc" if str(base["model_size"]).startswith("ctc") else "transducer"
     module = import_recipe(name)

@@ -109,7 +109,7 @@ class CtcModel(nn.Module):
                                    reduction="none", zero_infinity=True, utt_ids=utt_ids)
         finite = torch.isfinite(per_utt)
         loss = losses[finite.to(losses.device)].sum()
-        return loss, {"loss": float(loss), "num_utts": float(finite.sum()),
+        return loss, {"loss": float(loss.detach()), "num_utts": float(finite.sum()),
                       "num_infinite": float((~finite).sum()),
                       "num_tokens": float(lens[finite].sum())}
 

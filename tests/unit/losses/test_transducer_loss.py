@@ -28,12 +28,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 def _model(dtype=torch.float64):
     base = transducer_tiny(VOCAB)
-    cfg = dataclasses.replace(
-        base,
-        fbank=FbankConfig(num_mel_bins=FEAT),
-        encoder=dataclasses.replace(base.encoder, input_dim=FEAT),
-        context_size=2,
-    )
+    encoder = dataclasses.replace(base.encoder, fbank=FbankConfig(num_mel_bins=FEAT),
+                                  conformer=dataclasses.replace(base.encoder.conformer,
+                                                                input_dim=FEAT))
+    cfg = dataclasses.replace(base, encoder=encoder, context_size=2)
     torch.manual_seed(0)
     return create_transducer_model(cfg).to(dtype)
 
