@@ -14,7 +14,7 @@
 #   5  decode dev and test, scored per speaker       -> EXP/decode_<method>/{dev,test}
 #   6  speaker-disjoint WER/CER + run details        -> EXP/RESULTS.md (or --results-md FILE)
 set -euo pipefail
-__run_cmd="$0 $*"
+__run_cmd="$0$(printf ' %q' "$@")"  # as typed, empty arguments included
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 stage=0

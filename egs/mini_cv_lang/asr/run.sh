@@ -22,7 +22,7 @@
 #      one -> TEXP/decode_*/{dev,test}, OEXP/decode_*/{dev,test}
 #   6  per-language tables of those decodings -> TEXP/RESULTS.md, OEXP/RESULTS.md
 set -euo pipefail
-__run_cmd="$0 $*"
+__run_cmd="$0$(printf ' %q' "$@")"  # as typed, empty arguments included
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 stage=0
