@@ -392,8 +392,8 @@ def run(
         loss_fn: ``(net, batch, ctx) -> (loss_sum, count[, stats])``; ``net`` is the
             wrapped model (call ``net(batch, ...)`` so DDP sees the forward).
         validate: ``(model, ctx) -> {name: value}`` on the dev set, called on every rank
-            with the unwrapped model in eval mode (it may shard by ``ctx.info`` and
-            all-reduce); None = no validation.
+            with the unwrapped model in eval mode under ``torch.no_grad`` (it may shard by
+            ``ctx.info`` and all-reduce); None = no validation.
         metric: the key of ``validate``'s result that selects the exported weights and
             drives early stopping ("loss" by default).
         higher_is_better: for ``metric`` (accuracy) rather than lower (error rates, loss).
@@ -516,7 +516,8 @@ def run(
         was_training = net.training
         net.eval()
         try:
-            result = dict(validate(net, ctx))
+            with torch.no_grad():
+                result = dict(validate(net, ctx))
         finally:
             net.train(was_training)
         if metric not in result:
