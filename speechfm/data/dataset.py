@@ -196,3 +196,21 @@ class AsrDataset(torch.utils.data.Dataset):
         if any(i is not None for i in ipas):
             batch["ipa"] = ipas
         return batch
+
+
+def iterate_batches(cuts, fbank_config, *, max_duration: float, world_size: int = 1, rank: int = 0,
+                    num_workers: int = 0):
+    """Batches (the :class:`AsrDataset` dict) of ``cuts`` in a fixed order, for evaluation.
+
+    Each rank gets its own share (``world_size``/``rank``); the DataLoader has its own
+    generator, so iterating draws nothing from the global RNG that training resumes from.
+    """
+    from torch.utils.data import DataLoader
+
+    from speechfm.data.sampler import make_sampler
+
+    sampler = make_sampler(cuts, max_duration=max_duration, shuffle=False, world_size=world_size,
+                           rank=rank)
+    loader = DataLoader(AsrDataset(fbank_config=fbank_config), sampler=sampler, batch_size=None,
+                        num_workers=num_workers, generator=torch.Generator().manual_seed(0))
+    yield from loader

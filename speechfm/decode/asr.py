@@ -85,18 +85,10 @@ def load_asr_model(model_dir: str | Path, *, device: str | torch.device = "cpu")
 
 def _batches(cuts, fbank_config, *, max_duration: float, num_workers: int = 0,
              world_size: int = 1, rank: int = 0) -> Iterator[dict]:
-    from torch.utils.data import DataLoader
+    from speechfm.data.dataset import iterate_batches
 
-    from speechfm.data.dataset import AsrDataset
-    from speechfm.data.sampler import make_sampler
-
-    sampler = make_sampler(cuts, max_duration=max_duration, shuffle=False,
-                           world_size=world_size, rank=rank)
-    # An own generator: iterating must not draw from the global RNG training relies on.
-    loader = DataLoader(AsrDataset(fbank_config=fbank_config), sampler=sampler,
-                        batch_size=None, num_workers=num_workers,
-                        generator=torch.Generator().manual_seed(0))
-    yield from loader
+    yield from iterate_batches(cuts, fbank_config, max_duration=max_duration,
+                               world_size=world_size, rank=rank, num_workers=num_workers)
 
 
 def _references(batch: Mapping[str, Any], targets: str, tokenizer) -> list[str | None]:

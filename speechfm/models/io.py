@@ -114,10 +114,18 @@ def _encoder() -> ModelFamily:
                        interop="speechfm.models.conformer.interop")
 
 
+def _w2v_bert() -> ModelFamily:
+    from speechfm.models.w2v_bert import W2vBertModelConfig, create_w2v_bert_model
+
+    return ModelFamily("w2v_bert", W2vBertModelConfig, create_w2v_bert_model,
+                       interop="speechfm.models.conformer.interop")
+
+
 FAMILIES: dict[str, Callable[[], ModelFamily]] = {
     "ctc": _ctc,
     "transducer": _transducer,
     "encoder": _encoder,
+    "w2v_bert": _w2v_bert,
 }
 """Family name -> a function returning its :class:`ModelFamily` (imports stay lazy)."""
 
@@ -139,12 +147,13 @@ def get_family(name: str) -> ModelFamily:
 
 
 def family_of_config(model_config: Any) -> ModelFamily:
-    """The family whose config class ``model_config`` is an instance of."""
-    for name in FAMILIES:
-        family = get_family(name)
-        if isinstance(model_config, family.config_class):
-            return family
-    raise DataError(f"{type(model_config).__name__} is not the config of a registered family")
+    """The family whose config class ``model_config`` is an instance of (its ``family``
+    class attribute names it)."""
+    name = getattr(type(model_config), "family", None)
+    family = get_family(name) if isinstance(name, str) and name in FAMILIES else None
+    if family is None or not isinstance(model_config, family.config_class):
+        raise DataError(f"{type(model_config).__name__} is not the config of a registered family")
+    return family
 
 
 # ------------------------------------------------------------------------ optional parts

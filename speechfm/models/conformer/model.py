@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -124,6 +124,7 @@ class ConformerEncoder(nn.Module):
         return_layers: Sequence[int] | None = None,
         language: str | None = None,
         adapters: Collection[str] | str | None = None,
+        frame_hook: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ):
         """Encode a padded batch.
 
@@ -138,6 +139,9 @@ class ConformerEncoder(nn.Module):
                 (-1 = last block, before the optional final norm).
             language: the batch's language, selecting language-keyed adapters.
             adapters: names of the adapters to run (None = all, ``()`` = none).
+            frame_hook: ``f(x (N, T', C), x_lens) -> x``, applied to the front-end output
+                before the blocks: where self-supervised recipes read the unmasked frames
+                and put mask embeddings in (w2v-BERT, wav2vec 2.0, HuBERT).
 
         Returns:
             out: (N, T', C), zero on padded frames.
@@ -145,6 +149,8 @@ class ConformerEncoder(nn.Module):
             layers (only with ``return_layers``): list of (N, T', C), padding zeroed.
         """
         x, x_lens = self.front_end(x, x_lens.to(torch.int64))
+        if frame_hook is not None:
+            x = frame_hook(x, x_lens)
         n, t, _ = x.shape
         chunk, left = self._chunking(t, chunk_size, left_context)
         padded = bool((x_lens < t).any())

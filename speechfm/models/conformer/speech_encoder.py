@@ -87,7 +87,11 @@ def create_speech_encoder(config: SpeechEncoderConfig) -> SpeechEncoder:
     dim = config.fbank.feature_dim
     cmvn = None
     if config.normalization == "global":
-        cmvn = GlobalCMVN(torch.zeros(dim, dtype=torch.float64), torch.ones(dim, dtype=torch.float64))
+        # On the CPU: the statistics go through NumPy, also under a meta-device context
+        # (sizing a large model without allocating it).
+        with torch.device("cpu"):
+            cmvn = GlobalCMVN(torch.zeros(dim, dtype=torch.float64),
+                              torch.ones(dim, dtype=torch.float64))
     return SpeechEncoder(
         create_conformer_encoder(config.conformer),
         fbank=TorchFbank(config.fbank),
@@ -238,6 +242,7 @@ class SpeechEncoder(nn.Module):
         left_context: int | None = None,
         language: str | None = None,
         adapters: Collection[str] | str | None = None,
+        frame_hook: Any = None,
     ):
         """Encoder output of a padded batch of features.
 
@@ -249,6 +254,8 @@ class SpeechEncoder(nn.Module):
             chunk_size, left_context: attention chunking (encoder frames); None = the
                 Conformer's own setting (dynamic chunks in training when configured).
             language, adapters: select language-keyed / named adapters.
+            frame_hook: ``f(x, x_lens) -> x`` on the front-end output before the blocks
+                (masking in self-supervised recipes; see :meth:`ConformerEncoder.forward`).
 
         Returns:
             out: (N, T', C), zero on padding; out_lens: int64 (N,); and with
@@ -262,6 +269,7 @@ class SpeechEncoder(nn.Module):
             return_layers=return_layers,
             language=language,
             adapters=adapters,
+            frame_hook=frame_hook,
         )
 
     def forward_waveforms(
