@@ -21,6 +21,7 @@ a model built from it, a loss function, a validation function, and ``speechfm.tr
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,10 @@ class CtcConfig(RunConfig):
     """Global CMVN JSON (``speechfm features cmvn``) copied into the encoder's buffers."""
     model_size: str = "ctc_small"
     """Named size to start from: ctc_tiny, ctc_small, ctc_base or ctc_large."""
+    encoder_from_init: bool = False
+    """Take the encoder's configuration (front end, normalisation, Conformer) from
+    ``init_from``'s config.json, so a pretrained encoder (w2v-BERT, a converted checkpoint)
+    is fine-tuned as it is; ``model.encoder`` overrides still apply on top."""
     model: dict[str, Any] = field(default_factory=dict)
     """Overrides of the model config's fields, nested
     (``{"encoder": {"conformer": {"dim": 144}, "specaugment": false}}``)."""
@@ -66,9 +71,31 @@ def build_model_config(config: CtcConfig, vocab_size: int):
         raise ValueError(f"model_size must be one of {sorted(sizes)}, got {config.model_size!r}")
     if "vocab_size" in config.model:
         raise ValueError("model.vocab_size cannot be set: it comes from the tokenizer")
-    model_config = override_dataclass(sizes[config.model_size](vocab_size), config.model, "model")
+    model_config = sizes[config.model_size](vocab_size)
+    if config.encoder_from_init:
+        model_config = dataclasses.replace(model_config, encoder=encoder_config_of(config))
+    model_config = override_dataclass(model_config, config.model, "model")
     model_config.validate()
     return model_config
+
+
+def encoder_config_of(config):
+    """The SpeechEncoderConfig saved in ``config.init_from``'s model directory.
+
+    Raises:
+        ValueError: no ``init_from``, or its model has no shared speech encoder.
+    """
+    from speechfm.config import config_from_dict
+    from speechfm.models.conformer.speech_encoder import SpeechEncoderConfig
+    from speechfm.models.io import read_model_config
+
+    if not config.init_from:
+        raise ValueError("encoder_from_init needs init_from")
+    meta = read_model_config(config.init_from)
+    encoder = meta["model"].get("encoder")
+    if not isinstance(encoder, dict):
+        raise ValueError(f"{config.init_from}: its {meta['family']} model has no speech encoder")
+    return config_from_dict(SpeechEncoderConfig, encoder, where=f"{config.init_from}:encoder")
 
 
 def train(config: CtcConfig, *, resume: bool = False):
