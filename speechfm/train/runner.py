@@ -106,6 +106,16 @@ class RunConfig:
     fine-tuned model). ``--resume`` restores its checkpoint over them."""
     init_prefixes: tuple[str, ...] = ("encoder.",)
     """Name prefixes of the weights ``init_from`` provides."""
+    # --- fine-tuning ------------------------------------------------------------------
+    freeze_prefixes: tuple[str, ...] = ()
+    """Parameters whose names start with one of these never train (e.g.
+    ``["encoder.conformer.front_end."]``: the front end frozen, as wav2vec 2.0 does)."""
+    freeze_encoder_steps: int = 0
+    """The first this many updates leave every ``encoder.*`` parameter unchanged, only the
+    heads train (fairseq's ``freeze_finetune_updates``); see :func:`run`."""
+    layer_lr_decay: float = 1.0
+    """Layer-wise lr decay d in (0, 1]: heads (and ``encoder.conformer.final_norm``) get the
+    lr, encoder block i (0 = first) of L gets lr * d**(L - i), the front end lr * d**(L + 1)."""
     # --- optimisation -----------------------------------------------------------------
     optimizer: OptimizerConfig = field(
         default_factory=lambda: OptimizerConfig(lr=1e-3, weight_decay=1e-3))
@@ -178,6 +188,13 @@ class RunConfig:
             raise ValueError("num_workers and num_threads must be >= 0")
         if self.init_from is not None and not self.init_prefixes:
             raise ValueError("init_from needs at least one name prefix in init_prefixes")
+        if any(not prefix for prefix in self.freeze_prefixes):
+            raise ValueError(
+                f"freeze_prefixes must be non-empty names, got {list(self.freeze_prefixes)}")
+        if self.freeze_encoder_steps < 0:
+            raise ValueError(f"freeze_encoder_steps must be >= 0, got {self.freeze_encoder_steps}")
+        if not 0.0 < self.layer_lr_decay <= 1.0:
+            raise ValueError(f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
         if not self.speed_factors or any(f <= 0 for f in self.speed_factors):
             raise ValueError(f"speed_factors must be positive, got {list(self.speed_factors)}")
         if self.max_steps is None and self.num_epochs is None and self.max_minutes is None:
@@ -408,6 +425,20 @@ def run(
         resume: continue from the latest complete checkpoint (exactly: weights,
             optimizer, schedule, data position, RNG); without one, start afresh.
 
+    Fine-tuning options of ``config`` (all by parameter name, all off by default):
+    ``freeze_prefixes`` sets ``requires_grad=False`` before the model is wrapped, so
+    DDP/FSDP and the optimizer never see those parameters. ``layer_lr_decay`` gives the
+    optimizer one decayed / non-decayed group pair per lr scale
+    (:func:`speechfm.train.optim.layer_lr_scales`); the schedule multiplies each group's
+    own peak rate. ``freeze_encoder_steps`` = N keeps the ``encoder.*`` parameters in the
+    optimizer (and in the forward and backward, so DDP finds no unused parameter) but
+    drops their gradients just before each of the first N updates
+    (:func:`speechfm.train.optim.hold_parameters`): AdamW then skips them entirely (no
+    weight decay, no moments), so they stay bit-identical through update N and start
+    with fresh Adam moments at update N + 1, as in fairseq. The hold reads the step
+    counter that checkpoints restore, so a resumed run holds until update N too. The
+    gradient norm clipped during the hold still includes the encoder's gradient.
+
     Raises:
         DataError: unreadable manifests, or no training batches at all.
         ValueError: an invalid configuration, or a resumed checkpoint of another model.
@@ -418,6 +449,7 @@ def run(
     from speechfm.data.sampler import make_sampler
     from speechfm.models.io import PARTS, init_weights, model_dir_config, save_model_dir
     from speechfm.train.distributed import all_reduce_sum
+    from speechfm.train.optim import create_optimizer, freeze_parameters, hold_parameters
 
     config.validate()
     exp = Path(config.exp_dir)
@@ -433,7 +465,10 @@ def run(
     if config.init_from:
         init_weights(model, config.init_from, config.init_prefixes)
     model.to(info.device)
+    # Before wrapping: DDP/FSDP leave parameters without requires_grad out of the reduction.
+    frozen = freeze_parameters(model, config.freeze_prefixes) if config.freeze_prefixes else []
     num_params = sum(p.numel() for p in model.parameters())
+    num_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     dir_config = model_dir_config(model_config, parts=list(parts))
 
     def write_parts(directory: Path) -> None:
@@ -468,11 +503,16 @@ def run(
     # Wrap before building the optimizer: FSDP replaces the parameters with shards.
     ddp = T.wrap_model(model, info, strategy=config.strategy,
                        find_unused_parameters=find_unused_parameters)
-    optimizer = T.create_optimizer(model, config.optimizer)
+    optimizer = create_optimizer(model, config.optimizer, freeze_prefixes=config.freeze_prefixes,
+                                 layer_lr_decay=config.layer_lr_decay)
     scheduler = T.create_scheduler(optimizer, scheduler_config)
     amp_dtype = T.resolve_amp_dtype(config.amp, info.device)
     scaler = T.create_grad_scaler(amp_dtype, info.device)
     state = T.TrainState()
+    held = [p for n, p in model.named_parameters()
+            if config.freeze_encoder_steps and n.startswith("encoder.") and p.requires_grad]
+    if config.freeze_encoder_steps and not held:
+        raise ValueError("freeze_encoder_steps: the model has no trainable encoder.* parameter")
     model_avg = T.ModelAverager(model, period=config.average_period)
     ckpts = exp / CKPT_DIR
     ckpt_parts = dict(optimizer=optimizer, scheduler=scheduler, sampler=sampler, state=state,
@@ -489,12 +529,26 @@ def run(
         log.info("resumed from %s (step %d, epoch %d)", latest, state.step, state.epoch)
     elif resume:
         log.info("no checkpoint under %s: starting afresh", ckpts)
+    if config.freeze_encoder_steps:
+        # After the restore: torch's FSDP optimizer loader fills the state of every
+        # parameter only into an optimizer without any. The hold reads state.step, which
+        # the checkpoint restored, so a resumed run holds until the same update.
+        hold_parameters(optimizer, held, lambda: state.step < config.freeze_encoder_steps)
 
     if info.is_main:
         exp.mkdir(parents=True, exist_ok=True)
         _write_yaml(exp / "train_config.yaml", config.to_dict())
-        log.info("%s model: %.2fM parameters, %d threads, device %s", dir_config["family"],
-                 num_params / 1e6, threads, info.device)
+        log.info("%s model: %.2fM parameters (%.2fM trainable), %d threads, device %s",
+                 dir_config["family"], num_params / 1e6, num_trainable / 1e6, threads, info.device)
+        if frozen:
+            log.info("frozen: %d parameter tensors under %s", len(frozen),
+                     ", ".join(config.freeze_prefixes))
+        if config.freeze_encoder_steps:
+            log.info("encoder.* held unchanged for the first %d updates",
+                     config.freeze_encoder_steps)
+        if config.layer_lr_decay != 1.0:
+            log.info("layer-wise lr decay %g: lr scales %s", config.layer_lr_decay, sorted(
+                {round(g["lr_scale"], 6) for g in optimizer.param_groups}, reverse=True))
     logger = T.TrainLogger(exp, enabled=info.is_main, total_steps=config.max_steps,
                            start_step=state.step, progress=config.progress,
                            log_every=config.log_every)
@@ -565,6 +619,8 @@ def run(
             stop_reason["value"] = "max_minutes"
         if result.skipped:
             logger.write(f"step {state.step}: update skipped ({result.reason})")
+        elif config.freeze_encoder_steps and state.step == config.freeze_encoder_steps:
+            logger.write(f"step {state.step}: encoder unfrozen from the next update")
         if (state.step % config.valid_every == 0 and not result.skipped
                 and stop_reason["value"] is None):
             valid = run_validation()
@@ -636,6 +692,7 @@ def run(
             "train_seconds": round(train_seconds, 1),
             "hardware": _hardware(info.device, threads, info.world_size),
             "num_params": num_params,
+            "num_trainable_params": num_trainable,
             "family": dir_config["family"],
             "train_data": _sizes(train_cuts),
             "dev_data": _sizes(load_cuts(config.dev_cuts)) if config.dev_cuts else None,
