@@ -229,6 +229,36 @@ def freeze_parameters(model: nn.Module, prefixes: Sequence[str]) -> list[str]:
     return frozen
 
 
+def keep_frozen_in_eval(model: nn.Module, prefixes: Sequence[str]) -> list[str]:
+    """Keep the submodules that ``prefixes`` freeze whole in eval mode, whatever
+    ``model.train()`` says: a frozen encoder (a linear probe, a frozen front end) must not
+    apply dropout or update BatchNorm running statistics either, or it would not be the
+    encoder it was.
+
+    Returns:
+        The names of those submodules (a forward pre-hook on ``model`` re-applies
+        ``eval()`` to them before every forward).
+    """
+    prefixes = tuple(prefixes)
+    names: list[str] = []
+    for name, module in model.named_modules():
+        if not name or not any((name + ".").startswith(p) for p in prefixes):
+            continue
+        if any(name.startswith(n + ".") for n in names):
+            continue  # inside a module already kept
+        if all(not p.requires_grad for p in module.parameters()):
+            names.append(name)
+    modules = [model.get_submodule(n) for n in names]
+    if modules:
+        def hook(_module, _args):
+            for sub in modules:
+                if sub.training:
+                    sub.eval()
+
+        model.register_forward_pre_hook(hook)
+    return names
+
+
 def hold_parameters(
     optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor], active: Callable[[], bool]
 ) -> RemovableHandle:

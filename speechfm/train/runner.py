@@ -449,7 +449,12 @@ def run(
     from speechfm.data.sampler import make_sampler
     from speechfm.models.io import PARTS, init_weights, model_dir_config, save_model_dir
     from speechfm.train.distributed import all_reduce_sum
-    from speechfm.train.optim import create_optimizer, freeze_parameters, hold_parameters
+    from speechfm.train.optim import (
+        create_optimizer,
+        freeze_parameters,
+        hold_parameters,
+        keep_frozen_in_eval,
+    )
 
     config.validate()
     exp = Path(config.exp_dir)
@@ -467,6 +472,8 @@ def run(
     model.to(info.device)
     # Before wrapping: DDP/FSDP leave parameters without requires_grad out of the reduction.
     frozen = freeze_parameters(model, config.freeze_prefixes) if config.freeze_prefixes else []
+    if frozen:  # no dropout, no BatchNorm statistics updates in what is frozen whole
+        keep_frozen_in_eval(model, config.freeze_prefixes)
     num_params = sum(p.numel() for p in model.parameters())
     num_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     dir_config = model_dir_config(model_config, parts=list(parts))

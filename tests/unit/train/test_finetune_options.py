@@ -348,3 +348,31 @@ def test_layer_lr_decay_sets_the_group_rates(toy_family, corpus, tmp_path, monke
     for group in saved["param_groups"]:
         assert group["lr"] == LR * group["lr_scale"]
         assert all(expected[n] == group["lr_scale"] for n in group["params"])
+
+
+def test_frozen_submodules_stay_in_eval_mode():
+    """A frozen module applies no dropout and keeps its BatchNorm statistics."""
+    from speechfm.train.optim import freeze_parameters, keep_frozen_in_eval
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4),
+                                               torch.nn.Dropout(0.5))
+            self.head = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.encoder(x))
+
+    torch.manual_seed(0)
+    net = Net()
+    freeze_parameters(net, ["encoder."])
+    assert keep_frozen_in_eval(net, ["encoder."]) == ["encoder"]
+    stats = {k: v.clone() for k, v in net.encoder.state_dict().items()}
+    net.train()
+    x = torch.randn(8, 4)
+    a, b = net(x), net(x)
+    assert torch.equal(a, b)  # no dropout draws
+    assert not net.encoder.training and net.head.training
+    for key, value in net.encoder.state_dict().items():
+        assert torch.equal(value, stats[key]), key
