@@ -17,7 +17,9 @@ This module needs torch and numpy only (kaldi-native-fbank is imported where it 
 models that carry an :class:`FbankConfig` load on hosts without lhotse or knf.
 
 Waveforms are float samples in [-1, 1] (not the int16 range Kaldi binaries see), so log-mel
-values are about 2*log(32768) ~= 20.8 lower than Kaldi's ``compute-fbank-feats`` output.
+values are about 2*log(32768) ~= 20.8 lower than Kaldi's ``compute-fbank-feats`` output,
+unless ``FbankConfig.waveform_scale=32768`` scales them to that range first (as
+transformers' ``SeamlessM4TFeatureExtractor`` does).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from torch import nn
 # Kaldi floors log arguments at the single-precision machine epsilon.
 _FLOAT_EPS = float(np.finfo(np.float32).eps)
 _WINDOW_TYPES = ("povey", "hamming", "hanning", "hann", "rectangular", "blackman")
+_COMPUTE_DTYPES = ("auto", "float64")
 
 
 @dataclass(kw_only=True)
@@ -75,6 +78,20 @@ class FbankConfig:
     """Mel filters act on the power spectrum (True) or the magnitude spectrum (False)."""
     use_log_fbank: bool = True
     """Take the log of the mel energies, floored at float32 epsilon."""
+    waveform_scale: float = 1.0
+    """Multiply the samples by this before anything else (dither included). 1 keeps
+    waveforms in [-1, 1]; 32768 gives the int16 range that Kaldi binaries and
+    transformers' ``SeamlessM4TFeatureExtractor`` (w2v-BERT 2.0) see: every log-mel value
+    moves up by 2 ln 32768 and the float32-epsilon log floor then only catches
+    (near-)digital silence. :func:`compute_fbank` and :class:`TorchFbank` apply it;
+    :meth:`to_knf` options cannot carry it, so a caller feeding knf directly must scale
+    the samples itself."""
+    compute_dtype: str = "auto"
+    """Precision of :class:`TorchFbank`: "auto" computes in the input's precision (float64
+    for float64 input, else float32); "float64" always computes in float64 and returns
+    what "auto" would (float32 unless the input is float64). That removes the float32 FFT
+    noise of deep bins (e.g. the empty 4-8 kHz band of upsampled 8 kHz audio) at the cost
+    of a float64 FFT. (:func:`compute_fbank` is knf, float32 either way.)"""
 
     def validate(self) -> None:
         if self.sample_rate <= 0:
@@ -108,6 +125,12 @@ class FbankConfig:
             )
         if self.energy_floor < 0:
             raise ValueError(f"energy_floor must be >= 0, got {self.energy_floor}")
+        if self.compute_dtype not in _COMPUTE_DTYPES:
+            raise ValueError(
+                f"compute_dtype must be one of {_COMPUTE_DTYPES}, got {self.compute_dtype!r}"
+            )
+        if not (math.isfinite(self.waveform_scale) and self.waveform_scale > 0):
+            raise ValueError(f"waveform_scale must be a positive number, got {self.waveform_scale}")
 
     @property
     def window_size(self) -> int:
@@ -220,6 +243,8 @@ def compute_fbank(samples, sample_rate: int, config: FbankConfig | None = None) 
     x = _as_mono(samples)
     if sample_rate != config.sample_rate:
         x = _resample(x, sample_rate, config.sample_rate)
+    if config.waveform_scale != 1.0:
+        x = x * np.float32(config.waveform_scale)
     import kaldi_native_fbank as knf
 
     online = knf.OnlineFbank(opts)
@@ -291,7 +316,8 @@ class TorchFbank(nn.Module):
     Matches :func:`compute_fbank` (kaldi-native-fbank) to within 1e-3 on real audio (see
     the module docstring for the float32 noise floor); every utterance is framed using only
     its own ``lens[i]`` samples (edges reflected as Kaldi does), so the padding of a batch
-    never leaks into its features. Computes in float32, or float64 for float64 input.
+    never leaks into its features. Computes in float32, or float64 for float64 input (or
+    for any input with ``config.compute_dtype="float64"``, returning float32 features).
 
     Args:
         config: feature settings; defaults to ``FbankConfig()``. (The module takes the
@@ -351,7 +377,7 @@ class TorchFbank(nn.Module):
 
         Args:
             waveforms: float (N, S) samples in [-1, 1] at ``config.sample_rate``; float64
-                input is computed in float64.
+                input is computed in float64 (any input with ``compute_dtype="float64"``).
             lens: int64 (N,) valid samples per row; defaults to S for every row.
             generator: RNG for dither (only used when dither > 0).
 
@@ -366,7 +392,12 @@ class TorchFbank(nn.Module):
         n_utt, max_len = waveforms.shape
         device = waveforms.device
         dtype = torch.float64 if waveforms.dtype == torch.float64 else torch.float32
+        out_dtype = dtype  # "float64" computes in float64 but returns what "auto" returns
+        if self.config.compute_dtype == "float64":
+            dtype = torch.float64
         x = waveforms.to(dtype)
+        if self.config.waveform_scale != 1.0:
+            x = x * self.config.waveform_scale
         if lens is None:
             lens = torch.full((n_utt,), max_len, dtype=torch.int64, device=device)
         lens = lens.to(device=device, dtype=torch.int64)
@@ -377,7 +408,7 @@ class TorchFbank(nn.Module):
         feat_lens = self.num_frames(lens)
         num_frames = int(feat_lens.max()) if n_utt > 0 else 0
         if num_frames == 0:
-            return x.new_zeros(n_utt, 0, self.feature_dim), feat_lens
+            return x.new_zeros(n_utt, 0, self.feature_dim, dtype=out_dtype), feat_lens
 
         window, mel_banks = self._constants(device, dtype)
         size, shift = self.window_size, self.window_shift
@@ -427,4 +458,6 @@ class TorchFbank(nn.Module):
             feats = torch.cat([log_energy.unsqueeze(-1), feats], dim=-1)
         valid = torch.arange(num_frames, device=device)[None, :] < feat_lens[:, None]
         feats = feats.masked_fill(~valid.unsqueeze(-1), 0.0)
+        if feats.dtype != out_dtype:
+            feats = feats.to(out_dtype)
         return feats, feat_lens

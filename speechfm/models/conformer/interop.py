@@ -483,11 +483,17 @@ def hf_config_from_conformer(config: ConformerConfig):
 
 
 def seamless_m4t_fbank_config():
-    """The :class:`~speechfm.features.fbank.FbankConfig` closest to transformers'
-    ``SeamlessM4TFeatureExtractor`` (w2v-BERT 2.0's front end): 80 Kaldi mel bins at 16 kHz
-    from 25 ms povey windows every 10 ms (FFT 512), DC offset removed, pre-emphasis 0.97,
-    no dither, power spectrum, natural log floored at float32 epsilon, mel filters from
-    20 Hz to nyquist, and only whole frames (``center=False``: ``snip_edges=True``).
+    """The :class:`~speechfm.features.fbank.FbankConfig` of transformers'
+    ``SeamlessM4TFeatureExtractor`` (w2v-BERT 2.0's front end): the waveform scaled by
+    32768 (the int16 range), 80 Kaldi mel bins at 16 kHz from 25 ms povey windows every
+    10 ms (FFT 512), DC offset removed, pre-emphasis 0.97, no dither, power spectrum,
+    natural log floored at float32 epsilon, mel filters from 20 Hz to nyquist, and only
+    whole frames (``center=False``: ``snip_edges=True``).  SeamlessM4T computes in float64
+    (numpy), so :class:`~speechfm.features.fbank.TorchFbank` does too
+    (``compute_dtype="float64"``): in float32 the FFT's rounding noise swamps deep bins
+    (e.g. the empty 4-8 kHz band of upsampled 8 kHz audio), which per-bin normalisation
+    then magnifies.  The per-mel-bin normalisation is the encoder's
+    (:func:`convert_from_hf_dir`), not part of this config.
     """
     from speechfm.features.fbank import FbankConfig
 
@@ -507,6 +513,8 @@ def seamless_m4t_fbank_config():
         use_energy=False,
         use_power=True,
         use_log_fbank=True,
+        waveform_scale=32768.0,
+        compute_dtype="float64",
     )
 
 
@@ -526,16 +534,17 @@ def convert_from_hf_dir(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     HF's ``masked_spec_embed`` (training-time masking) is not kept (``"skipped"`` in
     ``"converted_from"``).
 
-    What is close but not identical (the front end): the model computes its features with
-    :func:`seamless_m4t_fbank_config` and per-utterance normalisation, the same recipe as
-    ``SeamlessM4TFeatureExtractor`` except that (a) SeamlessM4T scales the waveform by 32768
-    before the fbank, which shifts every log-mel value by the constant 2 ln 32768 that
-    per-utterance normalisation removes, but also moves the float32-epsilon floor (only
-    near-digital-silence bins differ); (b) SeamlessM4T normalises each mel bin with the
-    unbiased variance (``ddof=1``) and eps 1e-7, speechfm with the population variance and
-    eps 1e-5 (a relative difference of about 1 / (2 x frames)).  Exact front-end parity,
-    and HF's adapter layers (``add_adapter=True`` is refused), are left to the w2v-BERT
-    recipe.
+    The front end is ``SeamlessM4TFeatureExtractor``'s too: the model computes its
+    features with :func:`seamless_m4t_fbank_config` (waveform x 32768, Kaldi fbank in
+    float64) and normalises every mel bin over the utterance's valid frames with the
+    unbiased variance and eps 1e-7 (``utterance_norm_ddof=1``, ``utterance_norm_eps=1e-7``,
+    as SeamlessM4T), then its ``"stack"`` front end stacks frame pairs, dropping an odd
+    last frame (SeamlessM4T pads it to a pair that its ``attention_mask`` excludes, so
+    HF's outputs on the valid frames are these).  On real audio (tests/unit/models/
+    test_seamless_parity.py) the stacked, normalised features agree with the extractor's
+    ``input_features`` to ~5e-6 and the layer outputs of ``speechfm.load(dst).embed``
+    with HF's hidden states to float32 rounding.  HF's adapter layers
+    (``add_adapter=True``) are refused.
 
     Returns:
         ``dst`` as a Path.
@@ -582,6 +591,8 @@ def convert_from_hf_dir(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
         encoder=SpeechEncoderConfig(
             fbank=seamless_m4t_fbank_config(),
             normalization="utterance",  # SeamlessM4T normalises every mel bin per utterance
+            utterance_norm_ddof=1,  # with numpy's var(ddof=1)
+            utterance_norm_eps=1e-7,  # and sqrt(var + 1e-7)
             specaugment=False,
             conformer=conformer,
         )

@@ -8,7 +8,8 @@ methods. Its settings are a :class:`SpeechEncoderConfig`:
 - ``fbank``: Kaldi-compatible fbank (80 or 128 bins, any rate);
 - ``normalization``: "global" (CMVN statistics kept as buffers and saved with the weights),
   "utterance" (each utterance's own mean/variance over its valid frames, as AST and
-  wav2vec-style models do), or "none";
+  wav2vec-style models do; ``utterance_norm_ddof`` / ``utterance_norm_eps`` set the
+  variance divisor and epsilon), or "none";
 - ``specaugment`` / ``specaug``: masking applied in training mode only;
 - ``conformer``: the Conformer (:class:`~speechfm.models.conformer.ConformerConfig`) whose
   ``front_end`` says how frames become encoder inputs: 2-D convolution subsampling, VGG,
@@ -46,6 +47,13 @@ class SpeechEncoderConfig:
     normalization: str = "global"
     """Feature normalisation: "global" (CMVN buffers, set from training statistics),
     "utterance" (per-utterance mean and variance over its valid frames) or "none"."""
+    utterance_norm_ddof: int = 0
+    """With "utterance" normalisation: the variance divides by (valid frames - ddof); 0 is
+    the population variance, 1 the unbiased one that ``SeamlessM4TFeatureExtractor``
+    (w2v-BERT 2.0) uses."""
+    utterance_norm_eps: float = 1e-5
+    """With "utterance" normalisation: added to the variance before the square root
+    (``SeamlessM4TFeatureExtractor``: 1e-7)."""
     specaugment: bool = True
     """Apply SpecAugment (``specaug``) to the normalised features in training mode."""
     specaug: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
@@ -58,6 +66,14 @@ class SpeechEncoderConfig:
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"encoder.normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}"
+            )
+        if self.utterance_norm_ddof not in (0, 1):
+            raise ValueError(
+                f"encoder.utterance_norm_ddof must be 0 or 1, got {self.utterance_norm_ddof}"
+            )
+        if not self.utterance_norm_eps >= 0:
+            raise ValueError(
+                f"encoder.utterance_norm_eps must be >= 0, got {self.utterance_norm_eps}"
             )
         self.fbank.validate()
         self.specaug.validate()
@@ -99,6 +115,8 @@ def create_speech_encoder(config: SpeechEncoderConfig) -> SpeechEncoder:
         cmvn=cmvn,
         specaugment=config.specaug.build() if config.specaugment else None,
         subsampling_factor=config.conformer.subsampling_factor,
+        utterance_norm_ddof=config.utterance_norm_ddof,
+        utterance_norm_eps=config.utterance_norm_eps,
     )
 
 
@@ -113,6 +131,8 @@ class SpeechEncoder(nn.Module):
         cmvn: global CMVN statistics as buffers (``normalization="global"``).
         specaugment: applied after normalisation in training mode only; None = off.
         subsampling_factor: feature frames per encoder frame (for :attr:`frame_shift_s`).
+        utterance_norm_ddof, utterance_norm_eps: variance divisor (frames - ddof) and
+            epsilon of ``normalization="utterance"``.
     """
 
     def __init__(
@@ -124,6 +144,8 @@ class SpeechEncoder(nn.Module):
         cmvn: nn.Module | None = None,
         specaugment: SpecAugment | None = None,
         subsampling_factor: int = 4,
+        utterance_norm_ddof: int = 0,
+        utterance_norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         if normalization not in NORMALIZATIONS:
@@ -136,6 +158,8 @@ class SpeechEncoder(nn.Module):
         self.conformer = conformer
         self.normalization = normalization
         self.subsampling_factor = subsampling_factor
+        self.utterance_norm_ddof = int(utterance_norm_ddof)
+        self.utterance_norm_eps = float(utterance_norm_eps)
 
     # ------------------------------------------------------------------ properties
 
@@ -225,7 +249,9 @@ class SpeechEncoder(nn.Module):
         if self.cmvn is not None:
             x = self.cmvn(x, x_lens)
         elif self.normalization == "utterance":
-            x = _utterance_normalize(x, x_lens)
+            x = _utterance_normalize(
+                x, x_lens, eps=self.utterance_norm_eps, ddof=self.utterance_norm_ddof
+            )
         if self.specaugment is not None and self.training:
             x = self.specaugment(x, x_lens)
         return x
@@ -330,11 +356,18 @@ class SpeechEncoder(nn.Module):
         return self.conformer.streaming_forward(x, state, x_lens, **kwargs)
 
 
-def _utterance_normalize(x: torch.Tensor, x_lens: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Per-utterance, per-channel mean/variance normalisation over the valid frames."""
+def _utterance_normalize(
+    x: torch.Tensor, x_lens: torch.Tensor, eps: float = 1e-5, ddof: int = 0
+) -> torch.Tensor:
+    """Per-utterance, per-channel mean/variance normalisation over the valid frames.
+
+    The variance divides by (valid frames - ``ddof``), at least 1 (a one-frame utterance
+    with ``ddof=1`` gets variance 0, where numpy would give NaN).
+    """
     valid = (torch.arange(x.shape[1], device=x.device)[None, :] < x_lens.to(x.device)[:, None])
     mask = valid.unsqueeze(-1).to(x.dtype)
     count = mask.sum(dim=1, keepdim=True).clamp(min=1.0)
     mean = (x * mask).sum(dim=1, keepdim=True) / count
-    var = (((x - mean) * mask) ** 2).sum(dim=1, keepdim=True) / count
+    denom = count if ddof == 0 else (count - ddof).clamp(min=1.0)
+    var = (((x - mean) * mask) ** 2).sum(dim=1, keepdim=True) / denom
     return ((x - mean) * torch.rsqrt(var + eps)) * mask

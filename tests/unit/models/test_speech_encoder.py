@@ -64,7 +64,8 @@ def _valid(x: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
 def test_config_round_trip_validation_and_properties():
     cfg = _config(normalization="utterance", specaugment=True, specaug={"time_warp": 2})
     data = json.loads(json.dumps(config_to_dict(cfg)))
-    assert set(data) == {"fbank", "normalization", "specaugment", "specaug", "conformer"}
+    assert set(data) == {"fbank", "normalization", "utterance_norm_ddof", "utterance_norm_eps",
+                         "specaugment", "specaug", "conformer"}
     assert config_from_dict(SpeechEncoderConfig, data) == cfg
     assert cfg.frame_shift_s == pytest.approx(0.04)
     assert _config(conformer={"subsampling_factor": 6}).frame_shift_s == pytest.approx(0.06)
