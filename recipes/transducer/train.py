@@ -86,29 +86,15 @@ def build_model_config(config: TransducerConfig, vocab_size: int):
         raise ValueError("model.vocab_size cannot be set: it comes from the tokenizer")
     model_config = sizes[config.model_size](vocab_size)
     if config.encoder_from_init:
-        model_config = dataclasses.replace(model_config, encoder=encoder_config_of(config))
+        from speechfm.models.io import read_encoder_config
+
+        if not config.init_from:
+            raise ValueError("encoder_from_init needs init_from")
+        model_config = dataclasses.replace(model_config,
+                                           encoder=read_encoder_config(config.init_from))
     model_config = override_dataclass(model_config, config.model, "model")
     model_config.validate()
     return model_config
-
-
-def encoder_config_of(config):
-    """The SpeechEncoderConfig saved in ``config.init_from``'s model directory.
-
-    Raises:
-        ValueError: no ``init_from``, or its model has no shared speech encoder.
-    """
-    from speechfm.config import config_from_dict
-    from speechfm.models.conformer.speech_encoder import SpeechEncoderConfig
-    from speechfm.models.io import read_model_config
-
-    if not config.init_from:
-        raise ValueError("encoder_from_init needs init_from")
-    meta = read_model_config(config.init_from)
-    encoder = meta["model"].get("encoder")
-    if not isinstance(encoder, dict):
-        raise ValueError(f"{config.init_from}: its {meta['family']} model has no speech encoder")
-    return config_from_dict(SpeechEncoderConfig, encoder, where=f"{config.init_from}:encoder")
 
 
 def train(config: TransducerConfig, *, resume: bool = False):

@@ -65,6 +65,7 @@ __all__ = [
     "init_weights",
     "load_model_dir",
     "load_part",
+    "read_encoder_config",
     "read_model_config",
     "register_family",
     "save_model_dir",
@@ -521,6 +522,26 @@ def load_model_dir(path: str | os.PathLike, *, device: str | torch.device = "cpu
         raise DataError(f"{directory}: the tokenizer has {tok.vocab_size} tokens but the model "
                         f"outputs {vocab}")
     return LoadedModel(module.to(device).eval(), config, meta["family"], directory, meta, tok)
+
+
+def read_encoder_config(directory: str | os.PathLike):
+    """The :class:`SpeechEncoderConfig` of a model directory's shared speech encoder (to
+    build a model around a pretrained or converted encoder as it is).
+
+    Raises:
+        DataError: not a model directory, or its model has no speech encoder.
+    """
+    from speechfm.config import config_from_dict
+    from speechfm.models.conformer.speech_encoder import SpeechEncoderConfig
+
+    meta = read_model_config(directory)
+    encoder = meta["model"].get("encoder")
+    if not isinstance(encoder, dict):
+        raise DataError(f"{directory}: its {meta['family']} model has no speech encoder")
+    try:
+        return config_from_dict(SpeechEncoderConfig, encoder, where=f"{directory}:encoder")
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{directory}: invalid encoder config: {e}") from e
 
 
 def init_weights(model: nn.Module, source: str | os.PathLike,

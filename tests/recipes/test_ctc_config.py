@@ -94,6 +94,8 @@ def test_to_dict_round_trips(tmp_path, ctc):
         (["model.encoder.conformer.num_heads=5"], "divisible"),
         (["model.encoder.normalization=cepstral"], "normalization"),
         (["early_stopping_patience=0"], "early_stopping_patience"),
+        (["encoder_from_init=true"], "needs init_from"),
+        (["encoder_from_init=true", "init_from=/nonexistent"], "config.json is missing"),
         (["model.vocab_size=50"], "tokenizer"),
         (["model_size=ctc_huge"], "ctc_huge"),
         (["targets=phones"], "targets"),
