@@ -5,23 +5,13 @@ behind them, and a toy model family run through speechfm.train.run."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
-from typing import ClassVar
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from speechfm.config import config_from_dict
-from speechfm.features.fbank import FbankConfig
-from speechfm.models.conformer.config import conformer_tiny
-from speechfm.models.conformer.speech_encoder import (
-    SpeechEncoder,
-    SpeechEncoderConfig,
-    create_speech_encoder,
-)
-from speechfm.models.io import FAMILIES, ModelFamily, read_weights, register_family
+from speechfm.models.io import read_weights
 from speechfm.train import RunConfig, run
 from speechfm.train.checkpoint import STATE_FILE, checkpoint_name
 from speechfm.train.optim import (
@@ -35,76 +25,11 @@ from speechfm.train.optim import (
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TEXTS = ["ab", "ba", "aab", "bba", "abab", "baba"]
 FRONT_END = "encoder.conformer.front_end."
 LR = 3e-3
 
 
-# ------------------------------------------------------------------- a toy model family
-
-
-@dataclass(kw_only=True)
-class ToyFtConfig:
-    """Utterance classifier: the first token of the transcript from mean-pooled frames."""
-
-    family: ClassVar[str] = "toy_ft"
-    encoder: SpeechEncoderConfig = field(default_factory=lambda: SpeechEncoderConfig(
-        fbank=FbankConfig(num_mel_bins=20), normalization="utterance", specaugment=False,
-        conformer=conformer_tiny()))
-    vocab_size: int = 5
-
-    def __post_init__(self):
-        self.encoder.conformer.input_dim = self.encoder.fbank.feature_dim
-
-    def validate(self) -> None:
-        self.encoder.validate()
-
-
-class ToyFtModel(nn.Module):
-    def __init__(self, encoder: SpeechEncoder, vocab_size: int):
-        super().__init__()
-        self.encoder = encoder
-        self.head = nn.Linear(encoder.dim, vocab_size)
-
-    def encode(self, feats, x_lens, **kw):
-        return self.encoder(feats, x_lens, **kw)
-
-    def forward(self, batch):
-        enc, lens = self.encode(batch["features"], batch["x_lens"])
-        logits = self.head(enc.sum(1) / lens[:, None])
-        first = torch.tensor([t[0] for t in batch["targets"]])
-        return nn.functional.cross_entropy(logits, first, reduction="sum"), len(first)
-
-
-def create_toy(config: ToyFtConfig) -> ToyFtModel:
-    return ToyFtModel(create_speech_encoder(config.encoder), config.vocab_size)
-
-
-@pytest.fixture
-def toy_family():
-    register_family(ModelFamily("toy_ft", ToyFtConfig, create_toy))
-    yield
-    FAMILIES.pop("toy_ft")
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    import soundfile as sf
-    from lhotse import CutSet, Recording
-
-    from speechfm.data.manifest import make_cut
-    from speechfm.text.char import CharTokenizer
-
-    root = tmp_path_factory.mktemp("toy_ft_corpus")
-    cuts = []
-    for i, text in enumerate(TEXTS):
-        t = np.arange(int(16000 * (0.5 + 0.05 * i))) / 16000
-        f = 300 if text[0] == "a" else 900
-        sf.write(root / f"u{i}.wav", (0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32), 16000)
-        rec = Recording.from_file(root / f"u{i}.wav", recording_id=f"u{i}")
-        cuts.append(make_cut(f"u{i}", rec, text=text, language="xx", speaker=f"s{i}"))
-    CutSet.from_cuts(cuts).to_file(root / "cuts.jsonl.gz")
-    return root / "cuts.jsonl.gz", CharTokenizer.train(TEXTS)
+from toy_family import ToyConfig, create_toy  # noqa: E402
 
 
 def _run(corpus, exp, *, resume=False, model_seed=None, **kw):
@@ -117,7 +42,7 @@ def _run(corpus, exp, *, resume=False, model_seed=None, **kw):
         optimizer={"lr": LR, "weight_decay": 0.1})
     config = config_from_dict(RunConfig, {**settings, **kw})
     torch.manual_seed(config.seed if model_seed is None else model_seed)
-    model_config = ToyFtConfig(vocab_size=tokenizer.vocab_size)
+    model_config = ToyConfig(vocab_size=tokenizer.vocab_size)
     model = create_toy(model_config)
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -172,7 +97,7 @@ def test_layer_lr_scales_follow_the_documented_convention():
 
 
 def test_groups_by_scale_keep_weight_decay_split_and_leave_frozen_out():
-    model = create_toy(ToyFtConfig())
+    model = create_toy(ToyConfig())
     names = [n for n, _ in model.named_parameters()]
     plain = {n: g["weight_decay"] for g in param_groups(model, 0.1) for n in g["names"]}
     scales = layer_lr_scales(names, 0.8)
@@ -202,7 +127,7 @@ def test_groups_by_scale_keep_weight_decay_split_and_leave_frozen_out():
 
 
 def test_freeze_parameters_sets_requires_grad_and_refuses_a_prefix_matching_nothing():
-    model = create_toy(ToyFtConfig())
+    model = create_toy(ToyConfig())
     frozen = freeze_parameters(model, (FRONT_END,))
     assert frozen and all(n.startswith(FRONT_END) for n in frozen)
     assert all(p.requires_grad == (not n.startswith(FRONT_END))
