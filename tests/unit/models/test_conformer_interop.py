@@ -317,3 +317,28 @@ def test_import_without_transformers():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ImportError True"
+
+
+def test_w2v_bert_2_0_config_values_and_training_mode():
+    """facebook/w2v-bert-2.0's exact config values (transformers' defaults for
+    Wav2Vec2BertConfig: width 1024, 16 heads, FFN 4096, kernel 31, relative_key 64/8,
+    160-dim input), one layer instead of 24, so every real weight name and shape is
+    covered; layers match in eval mode and in training mode with dropout and masking off."""
+    defaults = transformers.Wav2Vec2BertConfig()
+    assert (defaults.hidden_size, defaults.num_attention_heads, defaults.intermediate_size,
+            defaults.conv_depthwise_kernel_size, defaults.position_embeddings_type,
+            defaults.feature_projection_input_dim) == (1024, 16, 4096, 31, "relative_key", 160)
+    config = transformers.Wav2Vec2BertConfig(
+        num_hidden_layers=1, layerdrop=0.0, apply_spec_augment=False, mask_time_prob=0.0,
+        mask_feature_prob=0.0, hidden_dropout=0.0, activation_dropout=0.0,
+        attention_dropout=0.0, feat_proj_dropout=0.0, final_dropout=0.0,
+        conformer_conv_dropout=0.0)
+    hf_model = _hf_model(config)
+    ours = _converted(hf_model)
+    assert ours.num_layers == 1 and ours.dim == 1024
+    names = set(state_dict_to_hf(ours.state_dict()))
+    assert names == set(hf_model.state_dict())
+    _assert_same_layers(ours, hf_model, lens=[9, 5])
+    ours.train()
+    hf_model.train()
+    _assert_same_layers(ours, hf_model, lens=[9, 5])
