@@ -90,6 +90,19 @@ def test_pretraining_learns_exports_embeds_and_fine_tunes(recipe, fsdd_cuts, tmp
     block = "encoder.conformer.blocks.0.attn.q_proj.weight"
     torch.testing.assert_close(tuned[block], start[block], rtol=0, atol=1e-8)
 
+    # and the transducer recipe's head on the same pretrained encoder
+    transducer = recipe("transducer")
+    config = config_from_dict(transducer.TransducerConfig, dict(
+        train_cuts=str(fsdd_cuts), tokenizer=str(tok_dir), model_size="transducer_tiny",
+        encoder_from_init=True, max_steps=2, save_every=2, num_workers=0, max_duration=8,
+        progress=False, num_threads=1, exp_dir=str(tmp_path / "ft_rnnt"),
+        init_from=str(pretrained), optimizer={"lr": 1e-12}, average="last"))
+    final = transducer.train(config).final_dir
+    tuned = load_file(str(final / "model.safetensors"))
+    torch.testing.assert_close(tuned[block], start[block], rtol=0, atol=1e-8)
+    assert isinstance(speechfm.load(final).transcribe(torch.zeros(8000).numpy(),
+                                                      sample_rate=16000), str)
+
 
 @pytest.mark.slow
 def test_a_killed_pretraining_run_resumes_exactly(recipe, fsdd_cuts, tmp_path):
