@@ -36,6 +36,7 @@ __all__ = [
     "config_to_dict",
     "load_config",
     "override_dataclass",
+    "named_config",
     "parse_recipe_args",
     "split_overrides",
 ]
@@ -324,3 +325,34 @@ def parse_recipe_args(argv: Sequence[str] | None, config_class: type[C], descrip
     except ValueError as e:
         p.error(f"{args.config}: {e}")
     return config, args
+
+
+def named_config(sizes: Mapping[str, Callable[[], C]], name: str, overrides: Mapping[str, Any],
+                 *, where: str = "model", fixed: Mapping[str, str] | None = None,
+                 replace: Mapping[str, Any] | None = None) -> C:
+    """A named size's config with field overrides applied, validated: what a recipe's
+    ``model_size`` + ``model:`` section mean.
+
+    Args:
+        sizes: name -> function returning the config (e.g. ``partial(ctc_tiny, vocab)``).
+        name: the size asked for.
+        overrides: nested field overrides (:func:`override_dataclass`).
+        where: the section's name in error messages.
+        fixed: fields the overrides may not set, with the reason
+            (``{"vocab_size": "it comes from the tokenizer"}``).
+        replace: whole fields set before the overrides (e.g. a pretrained encoder's config).
+
+    Raises:
+        ValueError: an unknown size, a fixed or unknown field, an invalid result.
+    """
+    if name not in sizes:
+        raise ValueError(f"{where}_size must be one of {sorted(sizes)}, got {name!r}")
+    for key, reason in (fixed or {}).items():
+        if key in overrides:
+            raise ValueError(f"{where}.{key} cannot be set: {reason}")
+    config = sizes[name]()
+    if replace:
+        config = dataclasses.replace(config, **replace)
+    config = override_dataclass(config, overrides, where)
+    config.validate()
+    return config

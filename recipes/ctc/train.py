@@ -21,7 +21,6 @@ a model built from it, a loss function, a validation function, and ``speechfm.tr
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,34 +59,30 @@ class CtcConfig(RunConfig):
         build_model_config(self, vocab_size=2)  # the size and every override are valid
 
 
-def build_model_config(config: CtcConfig, vocab_size: int):
-    """The named size with the ``model`` overrides applied; the vocabulary is the tokenizer's."""
-    from speechfm.config import override_dataclass
+def build_model_config(config, vocab_size: int):
+    """The named size with the ``model`` overrides applied; the vocabulary is the tokenizer's
+    (and with ``encoder_from_init`` the encoder is ``init_from``'s)."""
+    from functools import partial
+
+    from speechfm.config import named_config
     from speechfm.models import ctc
 
-    sizes = {"ctc_tiny": ctc.ctc_tiny, "ctc_small": ctc.ctc_small, "ctc_base": ctc.ctc_base,
-             "ctc_large": ctc.ctc_large}
-    if config.model_size not in sizes:
-        raise ValueError(f"model_size must be one of {sorted(sizes)}, got {config.model_size!r}")
-    if "vocab_size" in config.model:
-        raise ValueError("model.vocab_size cannot be set: it comes from the tokenizer")
-    model_config = sizes[config.model_size](vocab_size)
+    sizes = {f"ctc_{n}": partial(getattr(ctc, f"ctc_{n}"), vocab_size)
+             for n in ("tiny", "small", "base", "large")}
+    replace = None
     if config.encoder_from_init:
         from speechfm.models.io import read_encoder_config
 
         if not config.init_from:
             raise ValueError("encoder_from_init needs init_from")
-        model_config = dataclasses.replace(model_config,
-                                           encoder=read_encoder_config(config.init_from))
-    model_config = override_dataclass(model_config, config.model, "model")
-    model_config.validate()
-    return model_config
+        replace = {"encoder": read_encoder_config(config.init_from)}
+    return named_config(sizes, config.model_size, config.model, replace=replace,
+                        fixed={"vocab_size": "it comes from the tokenizer"})
 
 
 def train(config: CtcConfig, *, resume: bool = False):
     """Train and export; returns the :class:`speechfm.train.RunResult`."""
     from speechfm.decode.asr import evaluate_recognizer
-    from speechfm.features.cmvn import GlobalCMVN
     from speechfm.models.ctc import create_ctc_model
     from speechfm.text import load_tokenizer
     from speechfm.text.targets import batch_targets, resolve_targets
@@ -100,11 +95,7 @@ def train(config: CtcConfig, *, resume: bool = False):
     targets = resolve_targets(config.targets, tokenizer)
     model_config = build_model_config(config, tokenizer.vocab_size)
     model = create_ctc_model(model_config)
-    if config.cmvn:
-        stats = GlobalCMVN.load(config.cmvn)
-        model.encoder.set_cmvn(stats.mean, stats.var, var_floor=stats.var_floor)
-    elif model_config.encoder.normalization == "global":
-        print("warning: no cmvn file given: the model's CMVN stays the identity", file=sys.stderr)
+    model.encoder.load_cmvn(config.cmvn)
     dev_cuts = load_cuts(config.dev_cuts).to_eager() if config.dev_cuts else None
 
     def loss_fn(net, batch, ctx):

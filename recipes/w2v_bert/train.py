@@ -57,17 +57,12 @@ class W2vBertConfig(RunConfig):
 
 def build_model_config(config: W2vBertConfig):
     """The named size with the ``model`` overrides applied."""
-    from speechfm.config import override_dataclass
+    from speechfm.config import named_config
     from speechfm.models import w2v_bert as wb
 
-    sizes = {name: getattr(wb, name) for name in (
-        "w2v_bert_tiny", "w2v_bert_small", "w2v_bert_300m", "w2v_bert_600m", "w2v_bert_xl",
-        "w2v_bert_xxl")}
-    if config.model_size not in sizes:
-        raise ValueError(f"model_size must be one of {sorted(sizes)}, got {config.model_size!r}")
-    model_config = override_dataclass(sizes[config.model_size](), config.model, "model")
-    model_config.validate()
-    return model_config
+    sizes = {f"w2v_bert_{n}": getattr(wb, f"w2v_bert_{n}")
+             for n in ("tiny", "small", "300m", "600m", "xl", "xxl")}
+    return named_config(sizes, config.model_size, config.model)
 
 
 def validate_ssl(model, cuts, *, ctx, seed: int, max_duration: float) -> dict[str, float]:
@@ -100,7 +95,6 @@ def validate_ssl(model, cuts, *, ctx, seed: int, max_duration: float) -> dict[st
 
 def train(config: W2vBertConfig, *, resume: bool = False):
     """Pretrain and export; returns the :class:`speechfm.train.RunResult`."""
-    from speechfm.features.cmvn import GlobalCMVN
     from speechfm.models.w2v_bert import create_w2v_bert_model
     from speechfm.train import run
     from speechfm.train.runner import load_cuts, seed_run
@@ -110,8 +104,7 @@ def train(config: W2vBertConfig, *, resume: bool = False):
     model_config = build_model_config(config)
     model = create_w2v_bert_model(model_config)
     if config.cmvn:
-        stats = GlobalCMVN.load(config.cmvn)
-        model.encoder.set_cmvn(stats.mean, stats.var, var_floor=stats.var_floor)
+        model.encoder.load_cmvn(config.cmvn)
     dev_cuts = load_cuts(config.dev_cuts).to_eager() if config.dev_cuts else None
 
     def loss_fn(net, batch, ctx):

@@ -21,6 +21,7 @@ SpecAugment modules hold none.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ from speechfm.features.fbank import FbankConfig, TorchFbank
 from speechfm.features.specaug import SpecAugment, SpecAugmentConfig
 from speechfm.models.conformer.config import ConformerConfig
 from speechfm.models.conformer.model import ConformerEncoder
+
+log = logging.getLogger("speechfm.models")
 
 __all__ = ["NORMALIZATIONS", "SpeechEncoder", "SpeechEncoderConfig", "create_speech_encoder"]
 
@@ -238,6 +241,26 @@ class SpeechEncoder(nn.Module):
             self.cmvn.mean.copy_(mean_t)
             self.cmvn.var.copy_(var_t)
             self.cmvn.inv_std.copy_(var_t.clamp(min=self.cmvn.var_floor).rsqrt())
+
+    def load_cmvn(self, path: str | None) -> bool:
+        """Set the global CMVN statistics from a ``speechfm features cmvn`` JSON file.
+
+        Args:
+            path: the file; None leaves the buffers as they are (logging a warning when
+                the encoder normalises globally: its CMVN then stays the identity).
+
+        Returns:
+            True when statistics were loaded.
+        """
+        if path is None:
+            if self.cmvn is not None:
+                log.warning("no cmvn file given: the encoder's global CMVN stays the identity")
+            return False
+        from speechfm.features.cmvn import GlobalCMVN
+
+        stats = GlobalCMVN.load(path)
+        self.set_cmvn(stats.mean, stats.var, var_floor=stats.var_floor)
+        return True
 
     def normalize(self, feats: torch.Tensor, x_lens: torch.Tensor) -> torch.Tensor:
         """Normalisation, then SpecAugment when training: what the Conformer sees.

@@ -17,6 +17,7 @@ penalty), ``encode`` the plain (unmasked) encoder for ``embed`` and for fine-tun
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -146,7 +147,12 @@ class W2vBertModel(nn.Module):
             "used_fraction": frames * float(quant.used_fraction),
             "temperature": frames * float(quant.temperature),
         }
-        self.last_quantizer_output = quant
+        # The usage figures only, detached: keeping the whole output would hold the batch's
+        # autograd graph (logits, quantized vectors) alive until the next forward.
+        self.last_quantizer_output = dataclasses.replace(
+            quant, quantized=None, code_ids=None, sampled_ids=None, logits=None,
+            prob_perplexity=quant.prob_perplexity.detach(),
+            diversity_loss=quant.diversity_loss.detach())
         return loss, frames, stats
 
     def codebook_warning(self) -> str | None:
