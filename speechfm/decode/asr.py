@@ -28,12 +28,13 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from speechfm.data.dataset import iterate_batches
 from speechfm.errors import DataError
 from speechfm.text.targets import resolve_targets
 
@@ -83,14 +84,6 @@ def load_asr_model(model_dir: str | Path, *, device: str | torch.device = "cpu")
     return loaded.module, loaded.tokenizer, loaded.meta
 
 
-def _batches(cuts, fbank_config, *, max_duration: float, num_workers: int = 0,
-             world_size: int = 1, rank: int = 0) -> Iterator[dict]:
-    from speechfm.data.dataset import iterate_batches
-
-    yield from iterate_batches(cuts, fbank_config, max_duration=max_duration,
-                               world_size=world_size, rank=rank, num_workers=num_workers)
-
-
 def _references(batch: Mapping[str, Any], targets: str, tokenizer) -> list[str | None]:
     texts = batch.get("ipa") if targets == "ipa" else batch["texts"]
     if texts is None:
@@ -137,7 +130,7 @@ def evaluate_recognizer(model, cuts, tokenizer, *, targets: str, device: str | t
     model.eval()
     sums = torch.zeros(2 + 2 * len(units), dtype=torch.float64)
     try:
-        for batch in _batches(cuts, model.encoder.fbank.config, max_duration=max_duration,
+        for batch in iterate_batches(cuts, model.encoder.fbank.config, max_duration=max_duration,
                               world_size=world_size, rank=rank):
             all_refs = _references(batch, targets, tokenizer)
             keep = [i for i, r in enumerate(all_refs) if r is not None]
@@ -260,7 +253,7 @@ def decode_manifest(
     start = time.perf_counter()
     durations = {c.id: c.duration for c in cutset}
     skipped: list[str] = []
-    for batch in _batches(cutset, model.encoder.fbank.config, max_duration=max_duration,
+    for batch in iterate_batches(cutset, model.encoder.fbank.config, max_duration=max_duration,
                           num_workers=num_workers):
         skipped.extend(batch["skipped_cut_ids"])
         if not batch["cut_ids"]:

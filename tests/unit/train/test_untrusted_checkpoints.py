@@ -121,28 +121,19 @@ def test_resume_refuses_a_pickle_in_place_of_the_weights(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("zipfile", [True, False], ids=["zip", "legacy"])
-def test_load_refuses_a_pickle_in_place_of_model_safetensors(tmp_path, zipfile):
-    """speechfm.load of a model directory whose model.safetensors is a torch.save pickle."""
-    directory = tmp_path / "model"
-    shutil.copytree(V1_CTC_DIR, directory)
-    marker = tmp_path / "MARKER"
-    weights = directory / "model.safetensors"
-    weights.chmod(0o644)
-    torch.save({"encoder.weight": RunsCode(marker)}, weights, _use_new_zipfile_serialization=zipfile)
-    _assert_payload_runs(weights, marker)
-
-    with pytest.raises(DataError, match="model.safetensors"):
-        speechfm.load(directory)
-    assert not marker.exists()
-
-
-@pytest.mark.parametrize("zipfile", [True, False], ids=["zip", "legacy"])
-def test_init_from_refuses_a_pickle_in_place_of_model_safetensors(tmp_path, zipfile):
+def _init_ctc_from(directory):
     """``init_from`` (speechfm.models.io.init_weights, what every recipe's run starts from)."""
     from speechfm.models.ctc import create_ctc_model, ctc_tiny
     from speechfm.models.io import init_weights
 
+    init_weights(create_ctc_model(ctc_tiny(5)), directory)
+
+
+@pytest.mark.parametrize("loader", [speechfm.load, _init_ctc_from], ids=["load", "init_from"])
+@pytest.mark.parametrize("zipfile", [True, False], ids=["zip", "legacy"])
+def test_a_pickle_in_place_of_model_safetensors_is_refused(tmp_path, zipfile, loader):
+    """speechfm.load and init_from on a model directory whose model.safetensors is a
+    torch.save pickle."""
     directory = tmp_path / "model"
     shutil.copytree(V1_CTC_DIR, directory)
     marker = tmp_path / "MARKER"
@@ -152,5 +143,5 @@ def test_init_from_refuses_a_pickle_in_place_of_model_safetensors(tmp_path, zipf
     _assert_payload_runs(weights, marker)
 
     with pytest.raises(DataError, match="model.safetensors"):
-        init_weights(create_ctc_model(ctc_tiny(5)), directory)
+        loader(directory)
     assert not marker.exists()
