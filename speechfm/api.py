@@ -459,9 +459,11 @@ class SpeechModel:
         waves, single = self._inputs(audio, sample_rate)
 
         def encode(feats: torch.Tensor, feat_lens: torch.Tensor) -> list[Any]:
-            _, out_lens, outs = self.module.encode(feats, feat_lens, return_layers=layers)
+            _, _, outs = self.module.encode(feats, feat_lens, return_layers=layers)
+            # The blocks' frames (a length adapter's output lengths would differ).
+            layer_lens = self.module.encoder.layer_lengths(feat_lens)
             rows = []
-            for n, length in enumerate(out_lens.tolist()):
+            for n, length in enumerate(layer_lens.tolist()):
                 # A copy, so that one kept embedding does not pin the whole batch.
                 per_layer = [o[n, :length].to("cpu", torch.float32, copy=True) for o in outs]
                 rows.append(dict(zip(layers, per_layer, strict=True)) if as_dict else per_layer)

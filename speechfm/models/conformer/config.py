@@ -7,7 +7,9 @@ from typing import Any
 
 __all__ = [
     "FRONT_ENDS",
+    "LENGTH_ADAPTER_ACTIVATIONS",
     "ConformerConfig",
+    "LengthAdapterConfig",
     "conformer_base",
     "conformer_large",
     "conformer_small",
@@ -16,6 +18,78 @@ __all__ = [
 
 FRONT_ENDS = ("conv2d", "vgg", "stack", "patch")
 _POS_TYPES = ("rel_pos", "relative_key", "rotary", "abs", "none")
+LENGTH_ADAPTER_ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "tanh")
+
+
+@dataclass(kw_only=True)
+class LengthAdapterConfig:
+    """A length adapter after the Conformer blocks
+    (:class:`~speechfm.nn.length_adapter.LengthAdapter`, transformers'
+    ``Wav2Vec2BertAdapter``): it divides the frame rate by ``stride`` per layer and may
+    change the output width.  It shares the encoder's ``num_heads`` (attention),
+    ``ffn_dim`` (FFNs), ``dropout``, ``attn_dropout`` and ``layer_norm_eps``."""
+
+    num_layers: int = 1
+    """Adapter layers, each a strided convolution + attention + FFN (0: only the
+    intermediate FFN / projection, frame rate unchanged)."""
+    kernel_size: int = 3
+    """Kernel of the layers' strided convolutions."""
+    stride: int = 2
+    """Stride of the layers' convolutions (frame-rate reduction per layer)."""
+    output_dim: int | None = None
+    """Output width; when set (and different from ``dim``) a Linear + LayerNorm projects the
+    blocks' output to it first.  None = ``dim``."""
+    activation: str = "relu"
+    """Activation of the layers' FFNs: "relu", "gelu", "gelu_tanh", "silu" or "tanh"."""
+    intermediate_ffn: bool = False
+    """Apply ``x + 0.5 * FFN_relu(x)`` to the blocks' output before the adapter (HF's
+    ``use_intermediate_ffn_before_adapter``)."""
+
+    def validate(self, dim: int, num_heads: int) -> None:
+        """Raise ValueError naming the first inconsistent field (``dim``/``num_heads``: the
+        encoder's)."""
+        for name in ("num_layers", "kernel_size", "stride"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"length_adapter.{name} must be an int, got {value!r}")
+        if self.num_layers < 0:
+            raise ValueError(f"length_adapter.num_layers must be >= 0, got {self.num_layers}")
+        if self.kernel_size < 1:
+            raise ValueError(f"length_adapter.kernel_size must be >= 1, got {self.kernel_size}")
+        if self.stride < 1:
+            raise ValueError(f"length_adapter.stride must be >= 1, got {self.stride}")
+        if self.output_dim is not None and (
+            isinstance(self.output_dim, bool)
+            or not isinstance(self.output_dim, int)
+            or self.output_dim <= 0
+        ):
+            raise ValueError(
+                f"length_adapter.output_dim must be a positive int or None, got {self.output_dim!r}"
+            )
+        out = self.out_dim(dim)
+        if out % num_heads:
+            raise ValueError(
+                f"length_adapter output width {out} (output_dim, else dim) is not divisible by "
+                f"num_heads {num_heads}"
+            )
+        if self.activation not in LENGTH_ADAPTER_ACTIVATIONS:
+            raise ValueError(
+                f"length_adapter.activation must be one of {LENGTH_ADAPTER_ACTIVATIONS}, got "
+                f"{self.activation!r}"
+            )
+
+    def out_dim(self, dim: int) -> int:
+        """The output width for an encoder of width ``dim``."""
+        return dim if self.output_dim is None else self.output_dim
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LengthAdapterConfig:
+        """From :func:`dataclasses.asdict` output; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown LengthAdapterConfig fields: {unknown}")
+        return cls(**data)
 
 
 @dataclass(kw_only=True)
@@ -73,6 +147,10 @@ class ConformerConfig:
     """Apply a LayerNorm after the last block (each block already ends in one)."""
     layer_norm_eps: float = 1e-5
     """Epsilon of every LayerNorm."""
+    length_adapter: LengthAdapterConfig | None = None
+    """A length adapter after the blocks (and the final norm), shortening the output and
+    possibly changing its width (w2v-BERT 2.0 / SeamlessM4T's adapter); None = off.  It
+    cannot stream."""
     chunk_size: int = -1
     """Default attention chunk size in frames after subsampling; -1 = full context."""
     left_context: int = -1
@@ -163,6 +241,29 @@ class ConformerConfig:
             raise ValueError(f"left_context must be >= 0 or -1, got {self.left_context}")
         if self.dynamic_chunk_max < 1:
             raise ValueError(f"dynamic_chunk_max must be >= 1, got {self.dynamic_chunk_max}")
+        if self.length_adapter is not None:
+            if not isinstance(self.length_adapter, LengthAdapterConfig):
+                raise ValueError(
+                    "length_adapter must be a LengthAdapterConfig or None, got "
+                    f"{type(self.length_adapter).__name__}"
+                )
+            self.length_adapter.validate(self.dim, self.num_heads)
+
+    @property
+    def output_dim(self) -> int:
+        """Width of the encoder output: the length adapter's, else ``dim``."""
+        if self.length_adapter is None:
+            return self.dim
+        return self.length_adapter.out_dim(self.dim)
+
+    @property
+    def output_subsampling_factor(self) -> int:
+        """Input frames per output frame: ``subsampling_factor``, times the length
+        adapter's ``stride ** num_layers``."""
+        if self.length_adapter is None:
+            return self.subsampling_factor
+        la = self.length_adapter
+        return self.subsampling_factor * la.stride**la.num_layers
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-serialisable; tuples become lists there) for saving next to a
@@ -178,6 +279,8 @@ class ConformerConfig:
         if unknown:
             raise ValueError(f"unknown ConformerConfig fields: {unknown}")
         data = dict(data)
+        if isinstance(data.get("length_adapter"), dict):
+            data["length_adapter"] = LengthAdapterConfig.from_dict(data["length_adapter"])
         for f in fields(cls):
             if isinstance(f.default, tuple) and isinstance(data.get(f.name), list):
                 data[f.name] = tuple(data[f.name])

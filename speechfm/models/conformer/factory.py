@@ -8,6 +8,7 @@ from torch import nn
 from speechfm.models.conformer.config import ConformerConfig
 from speechfm.models.conformer.model import ConformerEncoder
 from speechfm.nn.conformer import ConformerBlock
+from speechfm.nn.length_adapter import LengthAdapter
 from speechfm.nn.subsampling import (
     Conv2dSubsampling,
     FrameStacking,
@@ -15,7 +16,7 @@ from speechfm.nn.subsampling import (
     VGGSubsampling,
 )
 
-__all__ = ["create_conformer_encoder", "create_front_end"]
+__all__ = ["create_conformer_encoder", "create_front_end", "create_length_adapter"]
 
 
 class _PatchFrontEnd(PatchEmbedding):
@@ -76,6 +77,27 @@ def create_front_end(config: ConformerConfig) -> nn.Module:
     )
 
 
+def create_length_adapter(config: ConformerConfig) -> LengthAdapter | None:
+    """The length adapter ``config.length_adapter`` describes, or None."""
+    la = config.length_adapter
+    if la is None:
+        return None
+    return LengthAdapter(
+        config.dim,
+        out_dim=la.out_dim(config.dim),
+        num_layers=la.num_layers,
+        num_heads=config.num_heads,
+        ffn_dim=config.ffn_dim,
+        kernel_size=la.kernel_size,
+        stride=la.stride,
+        activation=la.activation,
+        intermediate_ffn=la.intermediate_ffn,
+        dropout=config.dropout,
+        attn_dropout=config.attn_dropout,
+        eps=config.layer_norm_eps,
+    )
+
+
 def create_conformer_encoder(config: ConformerConfig) -> ConformerEncoder:
     """Validate ``config`` and build the encoder it describes."""
     config.validate()
@@ -114,4 +136,5 @@ def create_conformer_encoder(config: ConformerConfig) -> ConformerEncoder:
         dynamic_full_prob=config.dynamic_full_prob,
         dynamic_left_context=config.dynamic_left_context,
         gradient_checkpointing=config.gradient_checkpointing,
+        length_adapter=create_length_adapter(config),
     )

@@ -8,6 +8,19 @@ a LayerNorm after the depthwise convolution, and Shaw ``relative_key`` (or Trans
 ``rel_pos``, or no) positions.  What the two cannot share raises ``ValueError`` naming
 the field instead of converting into a different model.
 
+HF's adapter (``add_adapter=True``: strided convolution + attention layers after the
+encoder, with an optional projection to ``output_hidden_size``) and its intermediate FFN
+(``use_intermediate_ffn_before_adapter=True``) become the encoder's length adapter
+(:class:`~speechfm.models.conformer.config.LengthAdapterConfig`,
+:mod:`speechfm.nn.length_adapter`): same function, and output lengths those of HF's
+``_get_feat_extract_output_lengths``.  HF lets the padding of a batch leak into the last
+valid frames' convolution windows (and, through the adapter's attention, into every frame
+of a padded utterance); the length adapter zeroes it, so compare with HF per utterance
+(or on batches of equal lengths).  Where ``adapter_kernel_size // 2 != adapter_stride //
+2`` HF's lengths and its convolutions disagree; :mod:`speechfm.nn.length_adapter` says
+what is computed then.  ``hidden_states`` / ``return_layers`` are
+the encoder layers' outputs in both; ``last_hidden_state`` / ``out`` the adapter's.
+
 Inputs differ only in packaging: HF takes ``input_features`` (N, T, 160) already stacked
 by its feature extractor plus an ``attention_mask`` (N, T); the speechfm encoder takes the
 (N, 2T, 80) fbank frames and ``x_lens = 2 * mask.sum(-1)`` and stacks them itself
@@ -41,6 +54,18 @@ Tensor names (``i`` = layer)::
     encoder.layers.i.conv_module.depthwise_layer_norm.*  blocks.i.conv.norm.*
     encoder.layers.i.conv_module.pointwise_conv2.*  blocks.i.conv.pointwise2.*  (Conv1d k=1 -> Linear)
     encoder.layers.i.final_layer_norm.*             blocks.i.final_norm.*
+    intermediate_ffn.intermediate_dense.*           length_adapter.intermediate_ffn.linear1.*
+    intermediate_ffn.output_dense.*                 length_adapter.intermediate_ffn.linear2.*
+    adapter.proj.*                                  length_adapter.proj.*
+    adapter.proj_layer_norm.*                       length_adapter.proj_norm.*
+    adapter.layers.i.residual_layer_norm.*          length_adapter.layers.i.residual_norm.*
+    adapter.layers.i.residual_conv.*                length_adapter.layers.i.residual_conv.*
+    adapter.layers.i.self_attn_layer_norm.*         length_adapter.layers.i.attn_norm.*
+    adapter.layers.i.self_attn_conv.*               length_adapter.layers.i.attn_conv.*
+    adapter.layers.i.self_attn.linear_{q,k,v,out}.* length_adapter.layers.i.attn.{q,k,v,out}_proj.*
+    adapter.layers.i.ffn_layer_norm.*               length_adapter.layers.i.ffn_norm.*
+    adapter.layers.i.ffn.intermediate_dense.*       length_adapter.layers.i.ffn.linear1.*
+    adapter.layers.i.ffn.output_dense.*             length_adapter.layers.i.ffn.linear2.*
 
 Skipped HF tensors (:data:`SKIPPED_HF_KEYS`): ``masked_spec_embed``, the learned vector
 HF's training-time SpecAugment writes over masked frames (present when ``mask_time_prob``
@@ -60,7 +85,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from speechfm.models.conformer.config import ConformerConfig
+from speechfm.models.conformer.config import ConformerConfig, LengthAdapterConfig
 from speechfm.models.conformer.model import ConformerEncoder
 
 __all__ = [
@@ -83,9 +108,32 @@ _SKIPPED_HF_PREFIXES = ("encoder.embed_positions.",)
 _POS_FROM_HF = {"relative_key": "relative_key", "relative": "rel_pos", None: "none"}
 _POS_TO_HF: dict[str, Any] = {v: k for k, v in _POS_FROM_HF.items()}
 
+# HF adapter_act <-> LengthAdapterConfig.activation ("gelu_new" is the tanh approximation
+# written out, equal to rounding; it comes back as "gelu_pytorch_tanh").
+_ACT_FROM_HF = {
+    "relu": "relu",
+    "gelu": "gelu",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_new": "gelu_tanh",
+    "swish": "silu",
+    "silu": "silu",
+    "tanh": "tanh",
+}
+_ACT_TO_HF = {
+    "relu": "relu",
+    "gelu": "gelu",
+    "gelu_tanh": "gelu_pytorch_tanh",
+    "silu": "swish",
+    "tanh": "tanh",
+}
+
 _TOP_MODULES = {
     "feature_projection.layer_norm": "front_end.norm",
     "feature_projection.projection": "front_end.proj",
+    "intermediate_ffn.intermediate_dense": "length_adapter.intermediate_ffn.linear1",
+    "intermediate_ffn.output_dense": "length_adapter.intermediate_ffn.linear2",
+    "adapter.proj": "length_adapter.proj",
+    "adapter.proj_layer_norm": "length_adapter.proj_norm",
 }
 _LAYER_MODULES = {
     "ffn1_layer_norm": "ffn1_norm",
@@ -113,65 +161,81 @@ _LAYER_PARAMS = {
     "self_attn.pos_bias_u": "attn.pos_bias_u",
     "self_attn.pos_bias_v": "attn.pos_bias_v",
 }
+# Modules of HF's adapter layer i -> our length adapter layer i.
+_ADAPTER_LAYER_MODULES = {
+    "residual_layer_norm": "residual_norm",
+    "residual_conv": "residual_conv",
+    "self_attn_layer_norm": "attn_norm",
+    "self_attn_conv": "attn_conv",
+    "self_attn.linear_q": "attn.q_proj",
+    "self_attn.linear_k": "attn.k_proj",
+    "self_attn.linear_v": "attn.v_proj",
+    "self_attn.linear_out": "attn.out_proj",
+    "ffn_layer_norm": "ffn_norm",
+    "ffn.intermediate_dense": "ffn.linear1",
+    "ffn.output_dense": "ffn.linear2",
+}
 # HF's 1x1 Conv1d weights (out, in, 1) are our Linear weights (out, in).
 _POINTWISE = ("conv.pointwise1.weight", "conv.pointwise2.weight")
-
-_HF_LAYER = re.compile(r"encoder\.layers\.(\d+)\.(.+)")
-_OUR_LAYER = re.compile(r"blocks\.(\d+)\.(.+)")
 
 
 def _invert(table: Mapping[str, str]) -> dict[str, str]:
     return {v: k for k, v in table.items()}
 
 
+# Per-layer groups: (HF layer prefix, our layer prefix, HF -> our module names, HF -> our
+# parameters held directly by a module).
+_LAYER_GROUPS = (
+    ("encoder.layers.", "blocks.", _LAYER_MODULES, _LAYER_PARAMS),
+    ("adapter.layers.", "length_adapter.layers.", _ADAPTER_LAYER_MODULES, {}),
+)
+_Group = tuple[re.Pattern, str, Mapping[str, str], Mapping[str, str]]
+
+
+def _groups(hf_to_ours: bool) -> tuple[_Group, ...]:
+    out = []
+    for hf, ours, modules, params in _LAYER_GROUPS:
+        src, dst = (hf, ours) if hf_to_ours else (ours, hf)
+        if not hf_to_ours:
+            modules, params = _invert(modules), _invert(params)
+        out.append((re.compile(re.escape(src) + r"(\d+)\.(.+)"), dst + "{}.", modules, params))
+    return tuple(out)
+
+
+_GROUPS_FROM_HF = _groups(True)
+_GROUPS_TO_HF = _groups(False)
 _TOP_MODULES_INV = _invert(_TOP_MODULES)
-_LAYER_MODULES_INV = _invert(_LAYER_MODULES)
-_LAYER_PARAMS_INV = _invert(_LAYER_PARAMS)
 
 
-def _rename(
-    name: str,
-    top: Mapping[str, str],
-    layer_modules: Mapping[str, str],
-    layer_params: Mapping[str, str],
-    layer_re: re.Pattern,
-    layer_fmt: str,
-) -> str | None:
+def _rename(name: str, top: Mapping[str, str], groups: tuple[_Group, ...]) -> str | None:
     """``name`` in the other naming scheme, or None if it has no counterpart."""
-    match = layer_re.fullmatch(name)
-    if match is None:
-        module, _, param = name.rpartition(".")
-        return f"{top[module]}.{param}" if module in top else None
-    index, rest = match.groups()
-    if rest in layer_params:
-        return layer_fmt.format(index) + layer_params[rest]
-    module, _, param = rest.rpartition(".")
-    if module in layer_modules:
-        return f"{layer_fmt.format(index)}{layer_modules[module]}.{param}"
-    return None
+    for layer_re, layer_fmt, layer_modules, layer_params in groups:
+        match = layer_re.fullmatch(name)
+        if match is None:
+            continue
+        index, rest = match.groups()
+        if rest in layer_params:
+            return layer_fmt.format(index) + layer_params[rest]
+        module, _, param = rest.rpartition(".")
+        if module in layer_modules:
+            return f"{layer_fmt.format(index)}{layer_modules[module]}.{param}"
+        return None
+    module, _, param = name.rpartition(".")
+    return f"{top[module]}.{param}" if module in top else None
 
 
 def _hf_to_ours_name(name: str) -> str | None:
-    return _rename(name, _TOP_MODULES, _LAYER_MODULES, _LAYER_PARAMS, _HF_LAYER, "blocks.{}.")
+    return _rename(name, _TOP_MODULES, _GROUPS_FROM_HF)
 
 
 def _ours_to_hf_name(name: str) -> str | None:
-    return _rename(
-        name,
-        _TOP_MODULES_INV,
-        _LAYER_MODULES_INV,
-        _LAYER_PARAMS_INV,
-        _OUR_LAYER,
-        "encoder.layers.{}.",
-    )
+    return _rename(name, _TOP_MODULES_INV, _GROUPS_TO_HF)
 
 
 def _no_counterpart(key: str) -> ValueError:
     why = ""
     head, _, rest = key.partition(".")
-    if key.startswith(("adapter.", "intermediate_ffn.")):
-        why = " (HF's adapter layers / intermediate FFN are not supported yet)"
-    elif rest and _hf_to_ours_name(rest) is not None:
+    if rest and _hf_to_ours_name(rest) is not None:
         why = f" (a wrapped model? pass prefix={head + '.'!r})"
     return ValueError(f"HF tensor {key!r} has no speechfm counterpart{why}")
 
@@ -223,8 +287,8 @@ def state_dict_from_hf(
         :data:`SKIPPED_HF_KEYS` are left out.
 
     Raises:
-        ValueError: a tensor has no counterpart (e.g. adapter layers) or a pointwise
-            weight is not a kernel-1 Conv1d weight.
+        ValueError: a tensor has no counterpart (e.g. a task head without ``prefix``) or a
+            pointwise weight is not a kernel-1 Conv1d weight.
     """
     return _convert_from_hf(hf_state, prefix)[0]
 
@@ -241,7 +305,7 @@ def state_dict_to_hf(
 
     Raises:
         ValueError: a tensor has no HF counterpart (a final norm, BatchNorm statistics,
-            conv biases, adapters, another front end).
+            conv biases, PEFT adapters, another front end).
     """
     out: dict[str, torch.Tensor] = {}
     for key, value in our_state.items():
@@ -333,23 +397,23 @@ def conformer_config_from_hf(hf_config: Any, *, input_dim: int = 80) -> Conforme
     settings (``vocab_size``, ``final_dropout``, ``classifier_*``, ``tdnn_*``...) have no
     encoder counterpart and are ignored.
 
+    ``add_adapter=True`` gives a ``length_adapter`` (:class:`LengthAdapterConfig`):
+    ``num_adapter_layers``, ``adapter_kernel_size``, ``adapter_stride``, ``adapter_act``,
+    ``output_hidden_size`` (None there when equal to ``hidden_size``: no projection) and
+    ``use_intermediate_ffn_before_adapter``; its attention shares ``num_attention_heads``,
+    its FFNs ``intermediate_size``, as in HF.  An intermediate FFN without adapter layers
+    (which HF's config refuses, but its model computes) is a length adapter of 0 layers.
+    HF's ``layerdrop`` also skips whole adapter layers in training; speechfm's
+    ``layer_drop`` only skips blocks.
+
     Raises:
-        ValueError: naming the HF field the encoder cannot represent: ``add_adapter``,
-            ``use_intermediate_ffn_before_adapter``, ``hidden_act`` other than swish/silu,
-            ``position_embeddings_type="rotary"`` (HF rotates the layer *input* before the
-            q/k projections, speechfm the projected queries and keys), or a
-            ``feature_projection_input_dim`` not a multiple of ``input_dim``.
+        ValueError: naming the HF field the encoder cannot represent: ``hidden_act`` other
+            than swish/silu, ``position_embeddings_type="rotary"`` (HF rotates the layer
+            *input* before the q/k projections, speechfm the projected queries and keys),
+            a ``feature_projection_input_dim`` not a multiple of ``input_dim``, an
+            ``adapter_act`` other than relu/gelu/gelu_pytorch_tanh/gelu_new/swish/silu/tanh,
+            or an ``output_hidden_size`` not divisible by ``num_attention_heads``.
     """
-    if _hf_get(hf_config, "add_adapter", False):
-        raise ValueError(
-            "add_adapter=True: HF's convolutional adapter layers after the encoder are not "
-            "supported yet"
-        )
-    if _hf_get(hf_config, "use_intermediate_ffn_before_adapter", False):
-        raise ValueError(
-            "use_intermediate_ffn_before_adapter=True: the intermediate FFN before the "
-            "adapter is not supported yet"
-        )
     act = _hf_get(hf_config, "hidden_act", "swish")
     if act not in ("swish", "silu"):
         raise ValueError(f"hidden_act must be 'swish' or 'silu' (speechfm uses SiLU), got {act!r}")
@@ -370,6 +434,7 @@ def conformer_config_from_hf(hf_config: Any, *, input_dim: int = 80) -> Conforme
         raise ValueError(
             f"feature_projection_input_dim {feat} is not a multiple of input_dim {input_dim}"
         )
+    length_adapter = _length_adapter_from_hf(hf_config)
     dropout = max(
         float(_hf_get(hf_config, name, 0.0))
         for name in (
@@ -400,9 +465,41 @@ def conformer_config_from_hf(hf_config: Any, *, input_dim: int = 80) -> Conforme
         layer_drop=float(_hf_get(hf_config, "layerdrop", 0.0)),
         final_norm=False,  # each block already ends in a LayerNorm, as in HF
         layer_norm_eps=float(_hf_get(hf_config, "layer_norm_eps", 1e-5)),
+        length_adapter=length_adapter,
     )
     config.validate()
     return config
+
+
+def _length_adapter_from_hf(hf_config: Any) -> LengthAdapterConfig | None:
+    add = bool(_hf_get(hf_config, "add_adapter", False))
+    ffn = bool(_hf_get(hf_config, "use_intermediate_ffn_before_adapter", False))
+    if not add and not ffn:
+        return None
+    act = _hf_get(hf_config, "adapter_act", "relu")
+    if add and (not isinstance(act, str) or act not in _ACT_FROM_HF):
+        raise ValueError(
+            f"adapter_act must be one of {sorted(_ACT_FROM_HF)} to convert, got {act!r}"
+        )
+    hidden = int(hf_config.hidden_size)
+    out = _hf_get(hf_config, "output_hidden_size", None) or hidden
+    if not add:
+        # HF builds and runs the intermediate FFN whatever add_adapter says.
+        return LengthAdapterConfig(num_layers=0, intermediate_ffn=True)
+    heads = int(hf_config.num_attention_heads)
+    if int(out) % heads:
+        raise ValueError(
+            f"output_hidden_size {out} is not divisible by num_attention_heads {heads} (the "
+            "adapter's attention heads)"
+        )
+    return LengthAdapterConfig(
+        num_layers=int(_hf_get(hf_config, "num_adapter_layers", 1)),
+        kernel_size=int(_hf_get(hf_config, "adapter_kernel_size", 3)),
+        stride=int(_hf_get(hf_config, "adapter_stride", 2)),
+        output_dim=None if int(out) == hidden else int(out),
+        activation=_ACT_FROM_HF[act],
+        intermediate_ffn=ffn,
+    )
 
 
 def hf_config_from_conformer(config: ConformerConfig):
@@ -412,7 +509,9 @@ def hf_config_from_conformer(config: ConformerConfig):
     HF counterpart that do not change the function (``front_end_channels``, ``patch_*``,
     ``rotary_base``, ``dynamic_chunk_max`` and the like, ``gradient_checkpointing``) come
     back at their defaults.  Dropouts map as described there; SpecAugment masking is off
-    (``mask_time_prob=0``), so the HF model has no ``masked_spec_embed``.
+    (``mask_time_prob=0``), so the HF model has no ``masked_spec_embed``.  A
+    ``length_adapter`` becomes HF's adapter (``add_adapter=True``, also with 0 layers) and
+    intermediate FFN.
 
     Raises:
         ImportError: transformers is not installed.
@@ -474,9 +573,23 @@ def hf_config_from_conformer(config: ConformerConfig):
         apply_spec_augment=False,
         mask_time_prob=0.0,  # else the model owns a masked_spec_embed vector
         mask_feature_prob=0.0,
-        add_adapter=False,
-        use_intermediate_ffn_before_adapter=False,
+        **_length_adapter_to_hf(config),
     )
+
+
+def _length_adapter_to_hf(config: ConformerConfig) -> dict[str, Any]:
+    la = config.length_adapter
+    if la is None:
+        return {"add_adapter": False, "use_intermediate_ffn_before_adapter": False}
+    return {
+        "add_adapter": True,
+        "num_adapter_layers": la.num_layers,
+        "adapter_kernel_size": la.kernel_size,
+        "adapter_stride": la.stride,
+        "adapter_act": _ACT_TO_HF[la.activation],
+        "output_hidden_size": la.out_dim(config.dim),
+        "use_intermediate_ffn_before_adapter": la.intermediate_ffn,
+    }
 
 
 # ----------------------------------------------------------------------------- directories
@@ -543,8 +656,9 @@ def convert_from_hf_dir(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     HF's outputs on the valid frames are these).  On real audio (tests/unit/models/
     test_seamless_parity.py) the stacked, normalised features agree with the extractor's
     ``input_features`` to ~5e-6 and the layer outputs of ``speechfm.load(dst).embed``
-    with HF's hidden states to float32 rounding.  HF's adapter layers
-    (``add_adapter=True``) are refused.
+    with HF's hidden states to float32 rounding.  HF's adapter and intermediate FFN
+    (``add_adapter=True``) become the encoder's length adapter: the model's output
+    (``embed`` returns the blocks' layers) is then the adapter's, at HF's lengths.
 
     Returns:
         ``dst`` as a Path.

@@ -1,4 +1,5 @@
-"""The shared Conformer encoder: front end, Conformer blocks, streaming and adapters."""
+"""The shared Conformer encoder: front end, Conformer blocks, streaming and adapters
+(optionally followed by a length adapter)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from torch.utils.checkpoint import checkpoint
 
 from speechfm.nn.adapters import ALL_POINTS, AdapterContext, AdapterFactory, check_adapter_key
 from speechfm.nn.conformer import ConformerBlock
+from speechfm.nn.length_adapter import LengthAdapter
 from speechfm.nn.masks import (
     attention_mask,
     chunk_attention_mask,
@@ -23,7 +25,7 @@ __all__ = ["ConformerEncoder"]
 
 
 class ConformerEncoder(nn.Module):
-    """Front end + Conformer blocks (+ optional final LayerNorm).
+    """Front end + Conformer blocks (+ optional final LayerNorm) (+ optional length adapter).
 
     Args:
         front_end: maps ``(x (N, T, F), x_lens)`` to ``(y (N, T', dim), y_lens)`` (see
@@ -41,6 +43,9 @@ class ConformerEncoder(nn.Module):
         dynamic_full_prob: probability of full context when drawing.
         dynamic_left_context: also draw a left context.
         gradient_checkpointing: recompute blocks in backward (training only).
+        length_adapter: run after the blocks (and the final norm): it shortens the output
+            (lengths as :meth:`LengthAdapter.output_lengths`) and may change its width
+            (:attr:`output_dim`).  An encoder with one cannot stream.
     """
 
     def __init__(
@@ -60,6 +65,7 @@ class ConformerEncoder(nn.Module):
         dynamic_full_prob: float = 0.5,
         dynamic_left_context: bool = False,
         gradient_checkpointing: bool = False,
+        length_adapter: LengthAdapter | None = None,
     ) -> None:
         super().__init__()
         self.front_end = front_end
@@ -75,14 +81,36 @@ class ConformerEncoder(nn.Module):
         self.dynamic_full_prob = dynamic_full_prob
         self.dynamic_left_context = dynamic_left_context
         self.gradient_checkpointing = gradient_checkpointing
+        self.length_adapter = length_adapter
 
     @property
     def num_layers(self) -> int:
         return len(self.blocks)
 
+    @property
+    def output_dim(self) -> int:
+        """Width of :meth:`forward`'s ``out``: the length adapter's, else :attr:`dim` (the
+        blocks' width, that of ``return_layers``)."""
+        return self.dim if self.length_adapter is None else self.length_adapter.out_dim
+
+    def layer_lengths(self, x_lens: torch.Tensor) -> torch.Tensor:
+        """(N,) int64 frames of the blocks' outputs (``return_layers``) for ``x_lens``
+        input frames: :meth:`output_lengths` without the length adapter."""
+        return self.front_end.output_lengths(x_lens.to(torch.int64))
+
     def output_lengths(self, x_lens: torch.Tensor) -> torch.Tensor:
         """(N,) int64 encoder output frames for ``x_lens`` input frames (no forward needed)."""
-        return self.front_end.output_lengths(x_lens.to(torch.int64))
+        lens = self.layer_lengths(x_lens)
+        if self.length_adapter is not None:
+            lens = self.length_adapter.output_lengths(lens)
+        return lens
+
+    def _no_streaming(self) -> None:
+        if self.length_adapter is not None:
+            raise ValueError(
+                "an encoder with a length adapter (length_adapter) cannot stream: its strided "
+                "convolutions and attention need the whole utterance"
+            )
 
     # ------------------------------------------------------------------ full forward
 
@@ -136,7 +164,7 @@ class ConformerEncoder(nn.Module):
             left_context: left context in output frames (-1 = unlimited); None = default.
             return_layers: also return these layers' outputs: 0 is the block input (front
                 end output), ``i`` the output of block ``i``; negative counts from the end
-                (-1 = last block, before the optional final norm).
+                (-1 = last block, before the optional final norm and length adapter).
             language: the batch's language, selecting language-keyed adapters.
             adapters: names of the adapters to run (None = all, ``()`` = none).
             frame_hook: ``f(x (N, T', C), x_lens) -> x``, applied to the front-end output
@@ -144,9 +172,11 @@ class ConformerEncoder(nn.Module):
                 and put mask embeddings in (w2v-BERT, wav2vec 2.0, HuBERT).
 
         Returns:
-            out: (N, T', C), zero on padded frames.
-            out_lens: (N,) int64.
-            layers (only with ``return_layers``): list of (N, T', C), padding zeroed.
+            out: (N, T', C), zero on padded frames (with a length adapter: its output,
+                (N, T'', :attr:`output_dim`)).
+            out_lens: (N,) int64 (:meth:`output_lengths`).
+            layers (only with ``return_layers``): list of (N, T', C), padding zeroed;
+                always the blocks' frames (:meth:`layer_lengths`).
         """
         x, x_lens = self.front_end(x, x_lens.to(torch.int64))
         if frame_hook is not None:
@@ -180,6 +210,8 @@ class ConformerEncoder(nn.Module):
             x = self.final_norm(x)
         if valid is not None:
             x = x.masked_fill(~valid.unsqueeze(-1), 0.0)
+        if self.length_adapter is not None:
+            x, x_lens = self.length_adapter(x, x_lens)
         if return_layers is None:
             return x, x_lens
         return x, x_lens, [layers[j] for j in wanted]
@@ -201,7 +233,11 @@ class ConformerEncoder(nn.Module):
             batch_size: N streams.
             chunk_size: frames after subsampling per chunk (> 0); default: the encoder's.
             left_context: cached frames per layer, -1 = unlimited; default: the encoder's.
+
+        Raises:
+            ValueError: the encoder has a length adapter, or non-causal convolutions.
         """
+        self._no_streaming()
         chunk = self.chunk_size if chunk_size is None else chunk_size
         left = self.left_context if left_context is None else left_context
         if chunk <= 0:
@@ -241,6 +277,7 @@ class ConformerEncoder(nn.Module):
         Returns:
             (N, t, C) outputs (padding zeroed) and the state.
         """
+        self._no_streaming()
         if self.training:
             raise RuntimeError("streaming runs in eval mode; call encoder.eval() first")
         n, t, _ = x.shape
@@ -301,6 +338,7 @@ class ConformerEncoder(nn.Module):
             out_lens: (N,) valid new outputs.
             state: updated.
         """
+        self._no_streaming()
         if state.finished:
             raise RuntimeError("this stream already received its final call")
         n = x.shape[0]

@@ -89,8 +89,9 @@ class SpeechEncoderConfig:
 
     @property
     def frame_shift_s(self) -> float:
-        """Seconds between two encoder output frames (fbank shift x subsampling)."""
-        return self.fbank.frame_shift * self.conformer.subsampling_factor
+        """Seconds between two encoder output frames (fbank shift x subsampling, length
+        adapter included)."""
+        return self.fbank.frame_shift * self.conformer.output_subsampling_factor
 
 
 def create_speech_encoder(config: SpeechEncoderConfig) -> SpeechEncoder:
@@ -117,7 +118,7 @@ def create_speech_encoder(config: SpeechEncoderConfig) -> SpeechEncoder:
         normalization=config.normalization,
         cmvn=cmvn,
         specaugment=config.specaug.build() if config.specaugment else None,
-        subsampling_factor=config.conformer.subsampling_factor,
+        subsampling_factor=config.conformer.output_subsampling_factor,
         utterance_norm_ddof=config.utterance_norm_ddof,
         utterance_norm_eps=config.utterance_norm_eps,
     )
@@ -168,8 +169,8 @@ class SpeechEncoder(nn.Module):
 
     @property
     def dim(self) -> int:
-        """C, the width of the encoder output."""
-        return self.conformer.dim
+        """C, the width of the encoder output (a length adapter's, if the Conformer has one)."""
+        return self.conformer.output_dim
 
     @property
     def num_layers(self) -> int:
@@ -203,6 +204,12 @@ class SpeechEncoder(nn.Module):
     def output_lengths(self, x_lens: torch.Tensor) -> torch.Tensor:
         """int64 (N,) encoder frames for ``x_lens`` feature frames (no forward needed)."""
         return self.conformer.output_lengths(x_lens)
+
+    def layer_lengths(self, x_lens: torch.Tensor) -> torch.Tensor:
+        """int64 (N,) frames of the Conformer blocks' outputs (``return_layers``) for
+        ``x_lens`` feature frames: :meth:`output_lengths` unless a length adapter follows
+        the blocks."""
+        return self.conformer.layer_lengths(x_lens)
 
     # ------------------------------------------------------------------ normalisation
 

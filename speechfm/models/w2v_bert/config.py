@@ -99,6 +99,10 @@ class W2vBertModelConfig:
                              f"quantizer's groups ({self.quantizer.num_groups})")
         if not self.contrastive_temperature > 0:
             raise ValueError("contrastive_temperature must be > 0")
+        if self.encoder.conformer.length_adapter is not None:
+            raise ValueError("encoder.conformer.length_adapter must be off for w2v-BERT "
+                             "pretraining (the losses read frames at the blocks' rate); a "
+                             "converted checkpoint's adapter belongs to fine-tuning")
         for name in ("contrastive_weight", "mlm_weight", "diversity_weight", "feature_penalty_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
