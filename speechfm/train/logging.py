@@ -4,7 +4,7 @@ Layout under a run directory::
 
     <run_dir>/log/train-rank<R>.log   text log (every rank, see setup_logging)
     <run_dir>/tensorboard/            TensorBoard event files (rank 0)
-    <run_dir>/curves.png              loss and learning-rate curves (plot_curves)
+    <run_dir>/curves.png              loss, metric and learning-rate curves (plot_curves)
 
 :func:`plot_curves` reads the curves back from the event files, so the PNG can be
 regenerated from a finished (or killed) run directory at any time.
@@ -18,11 +18,11 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainLogger", "plot_curves", "read_scalars", "setup_logging"]
+__all__ = ["TrainLogger", "curve_panels", "plot_curves", "read_scalars", "setup_logging"]
 
 TB_DIR = "tensorboard"
 CURVES_FILE = "curves.png"
@@ -210,21 +210,61 @@ def read_scalars(run_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]
     return out
 
 
+# Panels of curves.png beyond the loss and the learning rate: tags are grouped by the
+# metric name after "train/" / "valid/".
+_PANEL_GROUPS: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("loss terms", lambda n: n.endswith("_loss")),
+    ("error rate", lambda n: n in ("cer", "wer", "per", "ser")),
+    ("accuracy", lambda n: n.endswith("_acc") or n in ("acc", "accuracy")),
+    ("perplexity", lambda n: n.endswith("perplexity")),
+)
+
+
+def curve_panels(tags: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """The metric panels of curves.png for the logged ``tags``: ``[(title, tags)]``.
+
+    Every metric validated (``valid/<name>``, the loss aside) gets drawn with its
+    ``train/<name>`` twin; loss terms (``*_loss``), error rates, accuracies and
+    perplexities share a panel per kind (train-only ones included: e.g. a diversity
+    loss); other train-only scalars (gradient norm, throughput) are left to TensorBoard.
+    """
+    names: dict[str, list[str]] = {}
+    for tag in sorted(tags):
+        split, _, name = tag.partition("/")
+        if split in ("train", "valid") and name and name not in ("loss", "lr"):
+            names.setdefault(name, []).append(tag)
+    panels: list[tuple[str, list[str]]] = []
+    used: set[str] = set()
+    for title, member in _PANEL_GROUPS:
+        group = [t for n, ts in sorted(names.items()) if member(n) for t in ts]
+        if group:
+            panels.append((title, group))
+            used.update(n for n in names if member(n))
+    for name, ts in sorted(names.items()):
+        if name not in used and any(t.startswith("valid/") for t in ts):
+            panels.append((name, ts))
+    return panels
+
+
 def plot_curves(
     run_dir: str | os.PathLike,
     out: str | os.PathLike | None = None,
     *,
     loss_tags: Sequence[str] | None = None,
     lr_tag: str = "train/lr",
+    metrics: bool = True,
 ) -> Path:
-    """Draw the loss and learning-rate curves of a run into a PNG.
+    """Draw the curves of a run into a PNG: the loss, the learning rate, and (``metrics``)
+    the metric panels of :func:`curve_panels` (loss terms, error rates, accuracies,
+    perplexities, every validated metric).
 
     Args:
         run_dir: run directory (with ``tensorboard/``) or the event directory itself.
         out: PNG path; default ``run_dir/curves.png``.
         loss_tags: loss tags to draw on the top panel; default every tag ending in
             ``/loss`` (train and valid).
-        lr_tag: tag of the learning rate (bottom panel, skipped when absent).
+        lr_tag: tag of the learning rate (skipped when absent).
+        metrics: also draw the metric panels.
 
     Returns:
         The PNG path.
@@ -239,28 +279,29 @@ def plot_curves(
     loss_tags = [t for t in loss_tags if t in scalars]
     if not loss_tags and lr_tag not in scalars:
         raise ValueError(f"{run_dir}: no loss or learning-rate scalars to plot")
-    panels = (1 if loss_tags else 0) + (1 if lr_tag in scalars else 0)
-    # The Figure/Agg canvas pair avoids pyplot's global backend state.
-    fig = Figure(figsize=(8, 3.2 * panels), dpi=100)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(panels, 1, squeeze=False, sharex=True)[:, 0]
-    index = 0
+    extra = curve_panels(list(scalars)) if metrics else []
+    panels: list[tuple[str, list[str]]] = []
     if loss_tags:
-        ax = axes[index]
-        for tag in loss_tags:
-            steps, values = zip(*scalars[tag], strict=True)
-            ax.plot(steps, values, label=tag, marker="o" if len(steps) < 30 else None, ms=3)
-        ax.set_ylabel("loss")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        index += 1
+        panels.append(("loss", loss_tags))
+    panels += extra
     if lr_tag in scalars:
-        ax = axes[index]
-        steps, values = zip(*scalars[lr_tag], strict=True)
-        ax.plot(steps, values, color="tab:green")
-        ax.set_ylabel("learning rate")
-        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        panels.append(("learning rate", [lr_tag]))
+    # The Figure/Agg canvas pair avoids pyplot's global backend state.
+    fig = Figure(figsize=(8, 2.8 * len(panels) + 0.4), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(panels), 1, squeeze=False, sharex=True)[:, 0]
+    for ax, (title, tags) in zip(axes, panels, strict=True):
+        for tag in tags:
+            steps, values = zip(*scalars[tag], strict=True)
+            if title == "learning rate":
+                ax.plot(steps, values, color="tab:green")
+                ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+            else:
+                ax.plot(steps, values, label=tag, marker="o" if len(steps) < 30 else None, ms=3)
+        ax.set_ylabel(title)
         ax.grid(alpha=0.3)
+        if title != "learning rate":
+            ax.legend(fontsize="small")
     axes[-1].set_xlabel("optimizer step")
     fig.tight_layout()
     path = Path(out) if out is not None else run_dir / CURVES_FILE

@@ -25,8 +25,9 @@
 #      a random-weight twin -> EXP/random_init
 #   3  CTC fine-tunes (--ft-conf, --ft-args) for each budget N and each init
 #      -> EXP/ft_pretrained_N, EXP/ft_scratch_N
-#   4  linear CTC probes on the frozen encoder, largest budget (--ft-args then --probe-args)
-#      -> EXP/probe_pretrained, EXP/probe_random
+#   4  linear CTC probes on the frozen encoder, largest budget (--ft-args then --probe-args):
+#      its last layer -> EXP/probe_pretrained, EXP/probe_random; its first N layers for each
+#      N in --probe-layers -> EXP/probe_{pretrained,random}_LN
 #   5  greedy decoding of dev and test with each model -> <dir>/decode_greedy/{dev,test}
 #   6  one comparison table + the pretraining summary -> EXP/RESULTS.md
 # Paths given as options are relative to this folder.
@@ -48,7 +49,10 @@ ssl_args=            # extra key=value overrides for the pretraining recipe (spa
 init_from=           # stage 2: start pretraining from this model directory's encoder
 ft_conf=$recipes/ctc/configs/mini_cv_lang_finetune.yaml
 ft_args=             # extra key=value overrides for every fine-tune and probe
-probe_args=          # extra key=value overrides for the probes only (after --ft-args)
+probe_args="optimizer.lr=5e-3"   # overrides for the probes only (after --ft-args): only
+                     # the linear head trains, so a higher peak rate than the fine-tunes'
+probe_layers="2"     # also probe the first N layers (2 = the end of w2v_bert_small's
+                     # contrastive module; the MLM layers above it serve the MLM task)
 . ../conf/corpus.conf   # langs, utts_per_lang, seed, snr_db, bpe_vocab_size: passed on to ../prepare.sh
 . ../../utils/parse_options.sh
 . ../../utils/log.sh
@@ -69,6 +73,10 @@ for n in $budgets; do
 done
 systems+=("probe_pretrained:$largest:$exp/probe_pretrained:$pretrained:probe"
           "probe_random:$largest:$exp/probe_random:$random_init:probe")
+for l in $probe_layers; do
+  systems+=("probe_pretrained_L$l:$largest:$exp/probe_pretrained_L$l:$pretrained:probe:$l"
+            "probe_random_L$l:$largest:$exp/probe_random_L$l:$random_init:probe:$l")
+done
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: shared data (../prepare.sh; skips what is done) -> $data"
@@ -110,12 +118,14 @@ fi
 
 # train one system (name:budget:dir:init:kind) with the CTC recipe
 train_ctc() {
-  local name budget dir init kind extra=() more=$ft_args
-  IFS=: read -r name budget dir init kind <<< "$1"
+  local name budget dir init kind layers extra=() more=$ft_args
+  IFS=: read -r name budget dir init kind layers <<< "$1"
   [ -f "$dir/.train.done" ] && return 0
   if [ "$kind" = probe ]; then
     extra=("freeze_prefixes=[encoder.]")
     more="$ft_args $probe_args"
+    # a probe of the first N layers: the same encoder cut after block N
+    [ -n "$layers" ] && extra+=("model.encoder.conformer.num_layers=$layers")
   fi
   log "Stage $2: $kind $name ($budget utts/lang, encoder from $init) -> $dir"
   mkdir -p "$dir"
@@ -136,13 +146,13 @@ fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   for spec in "${systems[@]}"; do
-    case $spec in *:probe) train_ctc "$spec" 4 ;; esac
+    case $spec in *:probe|*:probe:*) train_ctc "$spec" 4 ;; esac
   done
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   for spec in "${systems[@]}"; do
-    IFS=: read -r name budget dir init kind <<< "$spec"
+    IFS=: read -r name budget dir init kind layers <<< "$spec"
     for split in dev test; do
       log "Stage 5: decode $split with $name (greedy) -> $dir/decode_greedy/$split"
       speechfm decode "$dir/final" --cuts "$data/fbank/cuts_$split.jsonl.gz" \
@@ -155,7 +165,7 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "Stage 6: write $exp/RESULTS.md"
   sys_args=()
   for spec in "${systems[@]}"; do
-    IFS=: read -r name budget dir init kind <<< "$spec"
+    IFS=: read -r name budget dir init kind layers <<< "$spec"
     sys_args+=(--system "$name:$budget:$dir")
   done
   python local/write_ssl_results.py --pretrain-dir "$exp/w2v_bert" "${sys_args[@]}" \

@@ -81,3 +81,38 @@ def test_setup_logging_writes_a_file_per_rank(tmp_path):
     )  # only rank 0 prints
     T.setup_logging(None, rank=0)  # replaces, does not duplicate, its handlers
     assert len([h for h in log.handlers if getattr(h, "_speechfm", False)]) == 1
+
+
+def test_curve_panels_group_the_metrics():
+    from speechfm.train.logging import curve_panels
+
+    ssl = ["train/loss", "valid/loss", "train/lr", "train/grad_norm", "train/utts_per_sec",
+           "train/contrastive_loss", "valid/contrastive_loss", "train/diversity_loss",
+           "train/contrastive_acc", "valid/contrastive_acc", "train/mlm_acc", "valid/mlm_acc",
+           "train/code_perplexity", "valid/code_perplexity", "train/temperature",
+           "valid/used_fraction", "train/used_fraction"]
+    panels = dict(curve_panels(ssl))
+    assert list(panels) == ["loss terms", "accuracy", "perplexity", "used_fraction"]
+    assert panels["loss terms"] == ["train/contrastive_loss", "valid/contrastive_loss",
+                                    "train/diversity_loss"]
+    assert panels["accuracy"] == ["train/contrastive_acc", "valid/contrastive_acc",
+                                  "train/mlm_acc", "valid/mlm_acc"]
+    assert panels["used_fraction"] == ["train/used_fraction", "valid/used_fraction"]
+    asr = ["train/loss", "valid/loss", "train/lr", "valid/cer", "valid/wer", "train/num_utts"]
+    assert curve_panels(asr) == [("error rate", ["valid/cer", "valid/wer"])]
+
+
+def test_plot_curves_draws_the_metric_panels(tmp_path):
+    from speechfm.train.logging import TrainLogger, plot_curves
+
+    logger = TrainLogger(tmp_path, total_steps=3, progress=False)
+    for step in range(1, 4):
+        logger.log_scalars({"train/loss": 3.0 / step, "train/lr": 1e-3,
+                            "train/mlm_acc": 0.1 * step}, step)
+    logger.log_scalars({"valid/loss": 1.0, "valid/mlm_acc": 0.25}, 3)
+    logger.close(plot=False)
+    from PIL import Image
+
+    with_metrics = Image.open(plot_curves(tmp_path, tmp_path / "a.png")).size
+    without = Image.open(plot_curves(tmp_path, tmp_path / "b.png", metrics=False)).size
+    assert with_metrics[1] > without[1]  # one more panel (accuracy)

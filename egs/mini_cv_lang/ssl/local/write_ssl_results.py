@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             s = _read(d / "train_summary.json")
             res = {split: _read(d / f"decode_{args.decode}" / split / "results.json") for split in splits}
             kind = next((v for k, v in DESCRIBE.items() if name.startswith(k)), name)
+            if "_L" in name and name.startswith("probe_"):
+                kind += f", first {name.rsplit('_L', 1)[1]} layers"
             cells = [f"{name}", kind, budget, f"{s['train_data']['hours']:.3f}",
                      f"{s['steps']}", f"{s['train_seconds'] / 60:.1f}"]
             cells += [_pct(res[split], m) for split in splits for m in ("cer", "wer")]
