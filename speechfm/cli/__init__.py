@@ -15,7 +15,7 @@ import sys
 from speechfm.errors import SpeechfmError
 
 # Order is the order in ``speechfm --help``.
-_COMMAND_MODULES = ("prepare", "data", "features", "tokenizer", "train", "decode", "convert",
+_COMMAND_MODULES = ("prepare", "data", "features", "tokenizer", "lexicon", "lm", "train", "decode", "convert",
                     "transcribe")
 
 
