@@ -397,6 +397,42 @@ class PhoneInventory:
             out._counts.setdefault(lang, Counter()).update(c)
         return out
 
+    @classmethod
+    def from_lexicons(
+        cls,
+        lexicons: Mapping[str, Mapping[str, Sequence[Sequence[str]]]],
+        word_counts: Mapping[str, Mapping[str, int]] | None = None,
+    ) -> PhoneInventory:
+        """Build from one lexicon per language (``{lang: Lexicon}`` or plain dicts).
+
+        Each pronunciation counts once, or ``word_counts[lang][word]`` times when given
+        (token counts of the training text, so that the counts match what
+        ``from_transcripts`` would give); a word of a lexicon with several pronunciations
+        counts each of them. Word-boundary tokens are not phones.
+        """
+        inv = cls()
+        for lang, lex in lexicons.items():
+            c = inv._counts.setdefault(lang, Counter())
+            weights = (word_counts or {}).get(lang)
+            for word, prons in lex.items():
+                n = 1 if weights is None else weights.get(word, 0)
+                if n <= 0:
+                    continue
+                for pron in prons:
+                    for p in pron:
+                        p = unicodedata.normalize("NFC", p)
+                        if p and p != WORD_TOKEN:
+                            c[p] += n
+        return inv
+
+    def subset(self, langs: str | Iterable[str]) -> PhoneInventory:
+        """A new inventory with only the counts of ``langs`` (one code or several)."""
+        langs = [langs] if isinstance(langs, str) else list(langs)
+        missing = [lang for lang in langs if lang not in self._counts]
+        if missing:
+            raise DataError(f"phone inventory has no language {missing} ({self.languages})")
+        return PhoneInventory({lang: self._counts[lang] for lang in langs})
+
     def to_dict(self) -> dict:
         return {
             "format": "speechfm-phone-inventory",
@@ -430,6 +466,73 @@ class PhoneInventory:
     def __repr__(self) -> str:
         sizes = ", ".join(f"{lang}: {len(c)}" for lang, c in sorted(self._counts.items()))
         return f"PhoneInventory({sizes})"
+
+
+def _phone_list(x: PhoneInventory | Iterable[str]) -> list[str]:
+    if isinstance(x, PhoneInventory):
+        return x.phones()
+    return list(dict.fromkeys(unicodedata.normalize("NFC", p) for p in x))
+
+
+def shared_phones(
+    a: PhoneInventory | Iterable[str], b: PhoneInventory | Iterable[str]
+) -> list[str]:
+    """Phones of ``a`` that ``b`` has too, in ``a``'s order (most frequent first).
+
+    Either side is an inventory (all its languages; ``inv.subset(lang)`` for one) or a
+    collection of phones (a tokenizer's ``language_phones[lang]``, ``Lexicon.phones()``).
+    """
+    known = set(_phone_list(b))
+    return [p for p in _phone_list(a) if p in known]
+
+
+def _reduced(phone: str, level: int) -> str:
+    # level 1: no stress; 2: nor length or tones; 3: nor any diacritic or modifier letter
+    if level >= 1:
+        phone = _strip(phone, strip_stress=True, strip_length=level >= 2, strip_tones=level >= 2)
+    if level >= 3:
+        phone = "".join(
+            c for c in phone if not unicodedata.combining(c) and not 0x2B0 <= ord(c) <= 0x2FF
+        )
+    return phone
+
+
+def map_phones(
+    phones: PhoneInventory | Iterable[str],
+    known: PhoneInventory | Iterable[str],
+    *,
+    fallback: bool = True,
+) -> dict[str, str | None]:
+    """Map the phones of a (new) language onto a known (pretraining) phone set.
+
+    Each phone maps to itself when ``known`` has it; with ``fallback``, else to the
+    first known phone (in ``known``'s order, most frequent first) that is equal once
+    stress is removed, then once length and tones are removed too, then once every
+    diacritic and modifier letter is removed (``ˈa`` -> ``a``, ``ɨː`` -> ``ɨ``,
+    ``tʲ`` -> ``t``); else to None: a new phone, whose output row must be learnt from
+    scratch. Used to initialise an output layer for an unseen language from a
+    pretrained one (copy the row of the mapped phone).
+    """
+    known_list = _phone_list(known)
+    known_set = set(known_list)
+    index: list[dict[str, str]] = []
+    if fallback:
+        for level in (1, 2, 3):
+            d: dict[str, str] = {}
+            for k in known_list:
+                if r := _reduced(k, level):
+                    d.setdefault(r, k)
+            index.append(d)
+    out: dict[str, str | None] = {}
+    for p in _phone_list(phones):
+        target = p if p in known_set else None
+        for level, d in enumerate(index, 1):
+            if target is not None:
+                break
+            r = _reduced(p, level)
+            target = d.get(r) if r else None
+        out[p] = target
+    return out
 
 
 class IpaTokenizer(Tokenizer):
