@@ -48,7 +48,7 @@ from speechfm.models.transducer.model import as_ctc_hypothesis
 
 __all__ = ["METHODS", "AudioStream", "SpeechModel", "Transcript", "WordTimestamp", "load"]
 
-METHODS = ("greedy", "beam")
+METHODS = ("greedy", "beam", "graph")
 """Search methods :meth:`SpeechModel.transcribe` accepts."""
 DEFAULT_STREAM_CHUNK = 16
 """Encoder frames per chunk of :meth:`SpeechModel.stream` for a full-context encoder
@@ -383,6 +383,10 @@ class SpeechModel:
         timestamps: bool = False,
         confidences: bool = False,
         batch_size: int = 8,
+        lexicon: Any = None,
+        lm: str | Path | None = None,
+        graph: Any = None,
+        acoustic_scale: float = 1.0,
     ) -> str | Transcript | list[str] | list[Transcript]:
         """Transcribe one input or a list of inputs.
 
@@ -392,13 +396,22 @@ class SpeechModel:
                 ``(samples, sample_rate)`` tuple; or a list of any of these.
             sample_rate: rate in Hz of array inputs given without their own rate (files
                 carry theirs). Any rate works: inputs are resampled with soxr.
-            method: ``"greedy"`` (best path) or ``"beam"`` (CTC: prefix beam search;
-                transducer: modified beam search).
+            method: ``"greedy"`` (best path), ``"beam"`` (CTC: prefix beam search;
+                transducer: modified beam search) or ``"graph"`` (CTC models: words
+                through a lexicon + n-gram decoding graph: ``graph``, or one built from
+                ``lm`` and ``lexicon``, or the model directory's stored ``graph/``).
+                Giving ``lm`` or ``graph`` implies ``"graph"``.
             beam: beam width for ``method="beam"``.
             timestamps: return :class:`Transcript` objects with word/token times.
             confidences: return :class:`Transcript` objects (confidences included).
             batch_size: inputs per forward pass (inputs are sorted by length first). All
                 inputs are read and checked before decoding starts, so a bad one fails fast.
+            lexicon: word -> token sequences (``{word: [[phone, ...], ...]}`` or a
+                lexicon.txt path); default the model directory's lexicon (phone models need
+                one; char/subword models spell the LM's words themselves).
+            lm: a ``speechfm lm train`` folder (G.fst + words.txt) to decode words with.
+            graph: a :class:`speechfm.decode.graph.DecodingGraph` (or its folder).
+            acoustic_scale: graph search: acoustic scale (1 / LM weight).
 
         Returns:
             The text (str) for one input, a list of texts for a list (input order); with
@@ -409,10 +422,17 @@ class SpeechModel:
                 an array comes without its sample rate; the message names the input.
         """
         self._require_asr("transcribe")
+        if lm is not None or graph is not None:
+            method = "graph"
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if method == "beam" and beam < 1:
             raise ValueError(f"beam must be >= 1, got {beam}")
+        if method == "graph":
+            if timestamps or confidences:
+                raise ValueError("timestamps/confidences are not available with graph decoding")
+            return self._transcribe_graph(audio, sample_rate, batch_size, lexicon, lm, graph,
+                                          acoustic_scale)
         waves, single = self._inputs(audio, sample_rate)
 
         def search(feats: torch.Tensor, feat_lens: torch.Tensor) -> list[CtcHypothesis]:
@@ -426,6 +446,50 @@ class SpeechModel:
             ]
         else:
             out = [self.tokenizer.decode(h.tokens) for h in hyps]
+        return out[0] if single else out
+
+    def decoding_graph(self, lexicon: Any = None, lm: str | Path | None = None) -> Any:
+        """The word-decoding graph for ``lm`` (and ``lexicon``, default the model's), or the
+        model directory's stored one when ``lm`` is None (cached)."""
+        from speechfm.decode.graph import graph_for_model
+        from speechfm.models.io import PARTS, load_part
+
+        if lm is None:
+            if getattr(self, "_stored_graph", None) is None:
+                graph = load_part(self.path, "graph") if self.path is not None else None
+                if graph is None:
+                    raise SpeechfmError(f"{self.path}: no decoding graph stored; pass lm= "
+                                        "(a `speechfm lm train` folder) or graph=")
+                self._stored_graph = graph
+            return self._stored_graph
+        if isinstance(lexicon, (str, Path)):
+            lexicon = PARTS["lexicon"].load(Path(lexicon))
+        if lexicon is None and self.path is not None:
+            lexicon = load_part(self.path, "lexicon")
+        return graph_for_model(self.tokenizer, lexicon, lm)
+
+    def _transcribe_graph(self, audio, sample_rate, batch_size, lexicon, lm, graph,
+                          acoustic_scale):
+        from speechfm.decode.graph import DecodingGraph, graph_hypotheses
+
+        if not hasattr(self.module, "log_probs"):
+            raise SpeechfmError(f"{self.path}: graph decoding needs a CTC model (a "
+                                f"{self.family} model has no log_probs)")
+        if graph is None:
+            graph = self.decoding_graph(lexicon, lm)
+        elif not isinstance(graph, DecodingGraph):
+            graph = DecodingGraph.load(graph)
+        if graph.tokens != self.tokenizer.tokens:
+            raise SpeechfmError("the decoding graph was built for other tokens than the model's")
+        waves, single = self._inputs(audio, sample_rate)
+
+        def search(feats: torch.Tensor, feat_lens: torch.Tensor) -> list[str]:
+            log_probs, out_lens = self.module.log_probs(feats, feat_lens)
+            found = graph_hypotheses(graph, log_probs, out_lens, acoustic_scale=acoustic_scale)
+            return [graph.join(h.words) if graph.kind == "tlg" else self.tokenizer.decode(h.tokens)
+                    for h in found]
+
+        out = self._batches(waves, batch_size, search)
         return out[0] if single else out
 
     def embed(

@@ -29,7 +29,9 @@ def register(subparsers) -> None:
     p.add_argument("model_dir", metavar="MODEL_DIR", help="model directory (exp/.../final)")
     p.add_argument("--cuts", required=True, help="lhotse manifest to decode (cuts_*.jsonl.gz)")
     p.add_argument("--out-dir", required=True, help="output folder")
-    p.add_argument("--method", default="greedy", choices=("greedy", "beam"))
+    p.add_argument("--method", default="greedy", choices=("greedy", "beam", "graph"),
+                   help="graph: CTC models, through a lexicon + n-gram graph (the model "
+                        "directory's graph/, or --graph, or one built from --lm [--lexicon])")
     p.add_argument("--beam", type=int, default=4, help="beam width for --method beam")
     p.add_argument("--group-by", default="lang", choices=("lang", "speaker", "none"))
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -46,7 +48,39 @@ def register(subparsers) -> None:
                    help="--streaming: feature frames fed per piece")
     p.add_argument("--max-sym-per-frame", type=int, default=1,
                    help="transducers: most tokens emitted per encoder frame")
+    p.add_argument("--graph", default=None, help="--method graph: a DecodingGraph folder")
+    p.add_argument("--lm", default=None,
+                   help="--method graph: a `speechfm lm train` folder to build the graph from")
+    p.add_argument("--lexicon", default=None,
+                   help="--method graph with --lm: lexicon.txt (default: the model's; char and "
+                        "subword models spell the LM's words themselves)")
+    p.add_argument("--acoustic-scale", type=float, default=1.0,
+                   help="--method graph: acoustic scale (1 / LM weight)")
+    p.add_argument("--graph-beam", type=float, default=16.0, help="--method graph: search beam")
     p.set_defaults(func=_decode)
+
+
+def _graph(args: argparse.Namespace):
+    """The decoding graph --method graph asks for (None for other methods)."""
+    from speechfm.errors import DataError
+    from speechfm.models.io import PARTS, load_part
+
+    if args.method != "graph":
+        if args.graph or args.lm or args.lexicon:
+            raise DataError("--graph, --lm and --lexicon go with --method graph")
+        return None
+    if args.graph:
+        return args.graph
+    if args.lm:
+        from speechfm.decode.graph import graph_for_model
+
+        lexicon = (PARTS["lexicon"].load(args.lexicon) if args.lexicon
+                   else load_part(args.model_dir, "lexicon"))
+        return graph_for_model(load_part(args.model_dir, "tokenizer"), lexicon, args.lm)
+    graph = load_part(args.model_dir, "graph")
+    if graph is None:
+        raise DataError(f"{args.model_dir}: no decoding graph stored; pass --graph or --lm")
+    return graph
 
 
 def _decode(args: argparse.Namespace) -> int:
@@ -56,8 +90,12 @@ def _decode(args: argparse.Namespace) -> int:
 
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
+    graph = _graph(args)
     results = decode_manifest(
-        args.model_dir, args.cuts, args.out_dir, method=args.method, beam=args.beam,
+        args.model_dir, args.cuts, args.out_dir,
+        method="greedy" if graph is not None else args.method, beam=args.beam,
+        graph=graph, graph_options={"acoustic_scale": args.acoustic_scale,
+                                    "beam": args.graph_beam} if graph is not None else None,
         group_by=args.group_by, device=args.device, max_duration=args.max_duration,
         num_workers=args.num_workers, streaming=args.streaming, chunk_size=args.chunk_size,
         left_context=args.left_context, piece_frames=args.piece_frames,

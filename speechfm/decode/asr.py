@@ -17,6 +17,8 @@ Search is the model's own (``model.recognize``: CTC greedy / prefix beam, transd
 greedy / modified beam), offline or streaming (``streaming=True``, for models with a
 ``stream`` method: every utterance fed in pieces, chunk by chunk with cached encoder
 state, exactly as a live stream would be). Nothing here asks which family a model is.
+With ``graph=`` (a :class:`~speechfm.decode.graph.DecodingGraph`: lexicon + word LM, or a
+token-level LM) a CTC model's log-probs are searched through that graph instead.
 
 Also what ASR recipes validate with: :func:`evaluate_recognizer` (dev loss through the
 model's training forward, greedy error rates through ``recognize``).
@@ -195,6 +197,8 @@ def decode_manifest(
     left_context: int | None = None,
     piece_frames: int = 32,
     max_sym_per_frame: int = 1,
+    graph: Any = None,
+    graph_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Decode every cut of manifest ``cuts`` and write hyps, errs and results (module doc).
 
@@ -213,6 +217,13 @@ def decode_manifest(
             they select chunked (simulated streaming) attention over whole utterances.
         piece_frames: feature frames per piece fed to a stream.
         max_sym_per_frame: transducers: most tokens emitted per encoder frame.
+        graph: a :class:`~speechfm.decode.graph.DecodingGraph` (or its folder) built for
+            the model's tokens: CTC log-probs are searched through it (``method`` and
+            ``beam`` do not apply; offline only). A lexicon graph ("tlg") outputs words,
+            scored against the transcripts (WER/CER) whatever the model's units; a token
+            graph ("tg") is scored like greedy search (PER for IPA targets).
+        graph_options: keyword arguments of :func:`~speechfm.decode.graph.graph_hypotheses`
+            (``acoustic_scale``, ``beam``, ``max_active``, ``blank_penalty``).
         group_by: score per "lang", per "speaker", or "none".
         device: where the model runs.
         max_duration: seconds of audio per batch.
@@ -239,9 +250,20 @@ def decode_manifest(
     if streaming and not hasattr(model, "stream"):
         raise ValueError(f"{model_dir}: streaming decoding needs a streaming-capable model "
                          f"(a {meta['family']} model has no stream())")
+    if graph is not None:
+        from speechfm.decode.graph import DecodingGraph, graph_hypotheses
+
+        graph = graph if isinstance(graph, DecodingGraph) else DecodingGraph.load(graph)
+        if streaming or not hasattr(model, "log_probs"):
+            raise ValueError("graph decoding needs offline decoding of a model with CTC "
+                             f"log_probs() (a {meta['family']} model, streaming={streaming})")
+        if graph.tokens != tokenizer.tokens:
+            raise ValueError(f"{model_dir}: the decoding graph was built for other tokens")
     chunking = {k: v for k, v in (("chunk_size", chunk_size), ("left_context", left_context))
                 if v is not None}
     targets = resolve_targets("auto", tokenizer)
+    if graph is not None and graph.kind == "tlg":
+        targets = "text"  # a lexicon graph outputs words: scored against the transcripts
     cutset = CutSet.from_file(cuts)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -264,6 +286,12 @@ def decode_manifest(
                                     chunk_size=chunk_size, left_context=left_context,
                                     piece_frames=piece_frames,
                                     max_sym_per_frame=max_sym_per_frame)
+        elif graph is not None:
+            log_probs, out_lens = model.log_probs(feats, x_lens, **chunking)
+            found = graph_hypotheses(graph, log_probs, out_lens, **dict(graph_options or {}))
+            # a token graph's IPA output is scored on the best path's phones, words otherwise
+            texts = [tokenizer.decode(h.tokens) if targets == "ipa" else graph.join(h.words)
+                     for h in found]
         else:
             search = dict(chunking)
             if max_sym_per_frame != 1:  # a transducer's option; other searches need not take it
@@ -271,7 +299,7 @@ def decode_manifest(
             tokens = [h.tokens for h in model.recognize(feats, x_lens, method=method, beam=beam,
                                                         **search)]
         for i, (cut_id, ref) in enumerate(zip(batch["cut_ids"], _references(batch, targets, tokenizer), strict=True)):
-            hyps[cut_id] = tokenizer.decode(tokens[i])
+            hyps[cut_id] = texts[i] if graph is not None else tokenizer.decode(tokens[i])
             audio_seconds += durations[cut_id]
             if ref is not None:
                 refs[cut_id] = ref
@@ -295,6 +323,7 @@ def decode_manifest(
         "model_dir": str(model_dir), "cuts": str(cuts), "method": method,
         "beam": beam if method == "beam" else None, "group_by": group_by, "targets": targets,
         "family": meta["family"], "streaming": streaming,
+        "graph": None if graph is None else {"kind": graph.kind, **dict(graph_options or {})},
         "chunk_size": chunk_size, "left_context": left_context,
         "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size},
         "num_utts": len(order), "num_scored": len(refs), "skipped_cuts": skipped,

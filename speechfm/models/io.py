@@ -12,6 +12,8 @@ holds::
     lexicon.txt          optional: word -> phones lexicon (phoneme models)
     adapters/            optional: one <name>.safetensors (+ .json metadata) per adapter
     lm_tokenizer/        optional: the tokenizer of a speech LM's text decoder
+    graph/               optional: a CTC decoding graph (lexicon + n-gram LM, or a token
+                         LM; speechfm.decode.graph.DecodingGraph)
 
 Nothing in it is unpickled: weights are safetensors, everything else JSON or text.
 
@@ -182,22 +184,15 @@ def _load_json(path: Path) -> Any:
 
 
 def _save_lexicon(lexicon: Mapping[str, Sequence[Sequence[str]]], path: Path) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for word, prons in lexicon.items():
-            for pron in prons:
-                f.write(f"{word}\t{' '.join(pron)}\n")
+    from speechfm.text.lexicon import write_lexicon  # the one lexicon.txt writer
+
+    write_lexicon(lexicon, path)
 
 
 def _load_lexicon(path: Path) -> dict[str, list[list[str]]]:
-    out: dict[str, list[list[str]]] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        word, sep, phones = line.partition("\t")
-        if not sep or not phones.split():
-            raise DataError(f"{path}:{n}: expected 'word<TAB>phone phone ...', got {line!r}")
-        out.setdefault(word, []).append(phones.split())
-    return out
+    from speechfm.text.lexicon import read_lexicon
+
+    return read_lexicon(path).to_dict()
 
 
 def _save_adapters(adapters: Mapping[str, Mapping[str, torch.Tensor]], path: Path) -> None:
@@ -215,6 +210,16 @@ def _load_adapters(path: Path) -> dict[str, dict[str, torch.Tensor]]:
     return {p.stem: load_file(str(p)) for p in sorted(path.glob("*.safetensors"))}
 
 
+def _save_graph(graph: Any, path: Path) -> None:
+    graph.save(path)
+
+
+def _load_graph(path: Path) -> Any:
+    from speechfm.decode.graph import DecodingGraph
+
+    return DecodingGraph.load(path)
+
+
 @dataclass(frozen=True)
 class Part:
     """An optional part of a model directory: its file or folder name and its I/O."""
@@ -230,6 +235,7 @@ PARTS: dict[str, Part] = {
     "lexicon": Part("lexicon.txt", _save_lexicon, _load_lexicon),
     "adapters": Part("adapters", _save_adapters, _load_adapters),
     "lm_tokenizer": Part("lm_tokenizer", _save_tokenizer, _load_tokenizer),
+    "graph": Part("graph", _save_graph, _load_graph),
 }
 """Optional parts of a model directory, by name (config.json's ``"parts"`` lists those present)."""
 
