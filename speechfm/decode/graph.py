@@ -553,10 +553,13 @@ def spelled_lexicon(tokenizer: Any, words: Iterable[str]) -> dict[str, list[list
 
 def graph_for_model(tokenizer: Any, lexicon: Lexicon | None, lm: str | os.PathLike, *,
                     topo: str = "standard") -> DecodingGraph:
-    """The word-decoding graph of a CTC model over ``tokenizer`` for a ``speechfm lm train``
+    """The decoding graph of a CTC model over ``tokenizer`` for a ``speechfm lm train``
     directory ``lm`` (``G.fst`` + ``words.txt``): TLG through ``lexicon`` (word -> token
     sequences); without one, a char or subword model spells the LM's words with its
-    tokenizer (:func:`spelled_lexicon`). A phone model needs a lexicon.
+    tokenizer (:func:`spelled_lexicon`). An LM over the model's own tokens (``speechfm lm
+    train --unit char`` for a char model, or a phone n-gram for a phone model) gives the
+    lexicon-free TG (:func:`build_tg`): no word list, so no OOV words. A phone model with
+    a word LM needs a lexicon.
 
     Raises:
         DataError: ``lm`` lacks G.fst or words.txt, or a phone model has no lexicon.
@@ -566,6 +569,10 @@ def graph_for_model(tokenizer: Any, lexicon: Lexicon | None, lm: str | os.PathLi
         if not (lm / name).is_file():
             raise DataError(f"{lm}: no {name} (make it with `speechfm lm train`)")
     words = read_symbols(lm / "words.txt")
+    symbols = [w for w in words[1:] if w not in (BACKOFF, "<s>", "</s>", UNK)]
+    known = set(tokenizer.tokens)
+    if lexicon is None and symbols and all(w in known for w in symbols):
+        return build_tg(tokenizer, lm / "G.fst", words, topo=topo)
     if lexicon is None:
         if getattr(tokenizer, "kind", None) == "ipa":
             raise DataError("a phone (IPA) model needs a pronunciation lexicon for word "

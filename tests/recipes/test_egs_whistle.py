@@ -76,6 +76,7 @@ def test_whistle_stages_end_to_end(whistle_run):
             meta = json.loads((d / "final" / "config.json").read_text())
             assert "graph" in meta["parts"]
             greedy = json.loads((d / "decode_greedy" / "test" / "results.json").read_text())
+            assert (d / "decode_beam" / "test" / "results.json").is_file()
             lm = json.loads((d / "decode_lm" / "test" / "results.json").read_text())
             assert ("per" in greedy["overall"]) == (system != "subword")
             assert lm["targets"] == "text" and "wer" in lm["overall"]

@@ -167,3 +167,26 @@ def test_word_decoding_through_the_stored_graph_api_and_cli(whistle, tmp_path):
     assert results["targets"] == "text" and "wer" in results["overall"]
     for line in (out / "hyps.txt").read_text(encoding="utf-8").splitlines():
         assert set(line.split()[1:]) <= lm_words
+
+
+def test_lexicon_free_decoding_with_a_character_lm(whistle, tmp_path):
+    """An LM over the model's own tokens (``speechfm lm train --unit char``) gives the
+    lexicon-free graph: the output is characters the LM allows, words need no list."""
+    import soundfile as sf
+    from reference_corpus import make_tone_corpus
+
+    import speechfm
+    from speechfm.cli import main as cli
+    from speechfm.decode.graph import graph_for_model
+    from speechfm.text import load_tokenizer
+
+    cuts, tok = make_tone_corpus(tmp_path / "c", {"en": ["ab ba", "abba", "a b", "ba ab"]})
+    (tmp_path / "lm.txt").write_text("ab ba\nabba ab\nba ab ba\na b\n", encoding="utf-8")
+    assert cli(["lm", "train", "--text", str(tmp_path / "lm.txt"), "--order", "3",
+                "--unit", "char", "--out", str(tmp_path / "lm")]) == 0
+    graph = graph_for_model(load_tokenizer(tok), None, tmp_path / "lm")
+    assert graph.kind == "tg"
+    final = whistle.train(_config(whistle, cuts, tok, tmp_path / "exp")).final_dir
+    wave, sr = sf.read(str(tmp_path / "c" / "en_1.wav"))
+    text = speechfm.load(final).transcribe((wave, sr), lm=tmp_path / "lm")
+    assert set(text) <= {"a", "b", " "}

@@ -10,7 +10,11 @@
 #   0  ../prepare.sh: corpus, checks, fbank + CMVN, tokenizers -> DATA/ (shared by every task)
 #   1  train the multilingual CTC model (recipes/ctc, configs/mini_cv_lang.yaml) -> EXP/final,
 #      EXP/train_summary.json (resumes from EXP/checkpoints; EXP/.train.done when finished)
-#   2  decode dev and test (greedy, or --decode-method beam) -> EXP/decode_<method>/{dev,test}
+#   2  decode dev and test (greedy, or --decode-method beam) -> EXP/decode_<method>/{dev,test};
+#      and words through a per-language lexicon + word 3-gram LM graph (--word-lm true; char
+#      and bpe units): each language's LM is estimated from its training transcripts plus
+#      everyday text, never a dev/test sentence (../local/lm_text.py, speechfm lm train)
+#      -> DATA/lm_word/<lang>/, EXP/decode_lm/{dev,test} (merged over the languages)
 #   3  per-language CER/WER tables + run details -> EXP/RESULTS.md (or --results-md FILE)
 #   4  train two transducers (pruned RNN-T + auxiliary CTC, recipes/transducer), their
 #      encoders started from the stage-1 CTC model's (--transducer-init, "none" = from
@@ -37,6 +41,9 @@ train_args=          # extra key=value overrides for the CTC recipe (space-separ
 unit=char            # char | bpe | ipa: which ../prepare.sh tokenizer the models predict
 decode_method=greedy # greedy | beam
 beam=4
+word_lm=true         # stage 2: also decode words through per-language lexicon + 3-gram LM graphs
+lm_order=3
+lm_wordfreq=3000     # wordfreq word sequences added to each language's LM text
 results_md=          # default EXP/RESULTS.md
 transducer_exp_dir=exp/transducer   # TEXP
 transducer_conf=$recipes/transducer/configs/mini_cv_lang.yaml
@@ -92,11 +99,43 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
     speechfm decode "$exp_dir/final" --cuts "$data/fbank/cuts_$split.jsonl.gz" \
       --out-dir "$decode_dir/$split" --method "$decode_method" --beam "$beam" --group-by lang
   done
+  if [ "$word_lm" = true ] && [ "$unit" != ipa ]; then
+    for lang in ${langs//,/ }; do
+      lm=$data/lm_word/$lang
+      if [ ! -f "$lm/.done" ]; then
+        log "Stage 2: $lang word ${lm_order}-gram LM -> $lm"
+        mkdir -p "$lm"
+        python ../local/lm_text.py --lang "$lang" --corpus-seed "$seed" --wordfreq "$lm_wordfreq" \
+          ${text_dir:+--text-dir "$text_dir"} \
+          --train-text "$data/clean/train/text" --utt2lang "$data/clean/train/utt2lang" \
+          --exclude-text "$data/clean/dev/text" --exclude-text "$data/clean/test/text" \
+          --utt2lang "$data/clean/dev/utt2lang" --utt2lang "$data/clean/test/utt2lang" \
+          --out "$lm/lm_text.txt" --oov-out "$lm/oov.json"
+        speechfm lm train --text "$lm/lm_text.txt" --order "$lm_order" --out "$lm"
+        touch "$lm/.done"
+      fi
+    done
+    for split in dev test; do
+      parts=()
+      for lang in ${langs//,/ }; do
+        log "Stage 2: decode $split $lang through the lexicon + LM graph -> $exp_dir/decode_lm/$split/$lang"
+        python ../local/select_cuts.py langs --cuts "$data/fbank/cuts_$split.jsonl.gz" \
+          --langs "$lang" --out "$exp_dir/decode_lm/$split/$lang/cuts.jsonl.gz" > /dev/null
+        speechfm decode "$exp_dir/final" --cuts "$exp_dir/decode_lm/$split/$lang/cuts.jsonl.gz" \
+          --out-dir "$exp_dir/decode_lm/$split/$lang" --method graph \
+          --lm "$data/lm_word/$lang" --group-by lang > /dev/null
+        parts+=(--part "$lang:$exp_dir/decode_lm/$split/$lang")
+      done
+      python ../local/merge_results.py "${parts[@]}" --out "$exp_dir/decode_lm/$split"
+    done
+  fi
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   log "Stage 3: write ${results_md:-$exp_dir/RESULTS.md}"
-  python local/write_results.py --exp-dir "$exp_dir" --decode-dir "$decode_dir" \
+  lm_dirs=()
+  [ -f "$exp_dir/decode_lm/test/results.json" ] && lm_dirs=(--decode-dir "$exp_dir/decode_lm")
+  python local/write_results.py --exp-dir "$exp_dir" --decode-dir "$decode_dir" "${lm_dirs[@]}" \
     --splits dev,test --out "${results_md:-$exp_dir/RESULTS.md}" \
     --run-command "$exp_dir/run_command.txt" --title "mini_cv_lang: multilingual CTC ($unit units)"
 fi

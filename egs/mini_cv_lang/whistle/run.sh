@@ -28,13 +28,15 @@
 #      80/10/10 % train/dev/test), fbank; per language nested training subsets of
 #      --minutes minutes; dev/test manifests; IPA and BPE tokenizers from the largest
 #      subset's transcripts -> DATA/whistle/unseen/
-#   3  per unseen language: LM text (training transcripts + UDHR training split +
-#      wordfreq, never a dev/test sentence), 3-gram word LM (speechfm lm train),
-#      pronunciation lexicon (speechfm lexicon build), OOV rates -> DATA/whistle/lm_<lang>/
+#   3  per language (unseen, and seen for the pretrained models' WER): LM text (training
+#      transcripts + UDHR training split + wordfreq, never a dev/test sentence), 3-gram
+#      word LM (speechfm lm train), pronunciation lexicon (speechfm lexicon build), OOV
+#      rates -> DATA/whistle/lm_<lang>/
 #   4  pretraining on the seen languages: phoneme and subword (--pt-args) -> EXP/pt_*
 #   5  fine-tunes: every system x unseen language x minutes (--ft-args) -> EXP/ft_*
-#   6  decoding: seen-language dev/test with the pretrained models (PER / CER); unseen
-#      dev/test with every fine-tune: greedy, and words through lexicon + LM
+#   6  decoding: seen-language dev/test with the pretrained models (PER / CER greedy, WER
+#      through each language's lexicon + LM; skipped with --decode-seen false); unseen dev/test with every fine-tune: greedy, CTC prefix beam
+#      search (beam 4), and words through lexicon + LM
 #   7  EXP/RESULTS.md
 set -euo pipefail
 __run_cmd="$0$(printf ' %q' "$@")"
@@ -66,6 +68,7 @@ systems="phoneme subword ssl scratch"
 ssl_model=../ssl/exp/w2v_bert/final   # the w2v-BERT model of ../ssl (same encoder shape)
 pt_conf=$recipes/whistle/configs/mini_cv_lang.yaml
 ft_conf=$recipes/whistle/configs/mini_cv_lang_finetune.yaml
+decode_seen=true                 # stage 6: also decode the seen languages with the pretrained models
 pt_args=                         # extra key=value overrides of both pretrainings
 ft_args=                         # extra key=value overrides of every fine-tune
 . ../conf/corpus.conf
@@ -93,7 +96,7 @@ fi
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ] && [ ! -f "$seen/.done" ]; then
   log "Stage 1: the ten seen languages ($seen_langs): manifests and tokenizers"
   for split in train dev test; do
-    python local/select_cuts.py langs --cuts "$data/fbank/cuts_$split.jsonl.gz" \
+    python ../local/select_cuts.py langs --cuts "$data/fbank/cuts_$split.jsonl.gz" \
       --langs "$seen_langs" --out "$seen/cuts_$split.jsonl.gz"
   done
   # shellcheck disable=SC2086  # ipa_strip: flags
@@ -113,11 +116,11 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && [ ! -f "$unseen/.done" ]; then
     --nj "$nj" ${text_dir:+--text-dir "$text_dir"}
   for lang in $langs_unseen; do
     for split in dev test; do
-      python local/select_cuts.py langs --cuts "$unseen/fbank/cuts_$split.jsonl.gz" \
+      python ../local/select_cuts.py langs --cuts "$unseen/fbank/cuts_$split.jsonl.gz" \
         --langs "$lang" --out "$unseen/cuts_${split}_$lang.jsonl.gz"
     done
     for m in $minutes; do
-      python local/select_cuts.py minutes --cuts "$unseen/fbank/cuts_train.jsonl.gz" \
+      python ../local/select_cuts.py minutes --cuts "$unseen/fbank/cuts_train.jsonl.gz" \
         --lang "$lang" --minutes "$m" --seed "$subset_seed" \
         --out "$unseen/cuts_train_${lang}_${m}min.jsonl.gz"
     done
@@ -131,24 +134,30 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ] && [ ! -f "$unseen/.done" ]; then
   touch "$unseen/.done"
 fi
 
+# LM text, word n-gram LM and lexicon of one language: lang corpus-dir corpus-seed
+make_lm() {
+  local lang=$1 corpus=$2 corpus_seed=$3
+  local lm=$wdata/lm_$lang
+  [ -f "$lm/.done" ] && return 0
+  log "Stage 3: $lang: LM text, ${lm_order}-gram word LM, lexicon -> $lm"
+  mkdir -p "$lm"
+  python ../local/lm_text.py --lang "$lang" --corpus-seed "$corpus_seed" --wordfreq "$lm_wordfreq" \
+    ${text_dir:+--text-dir "$text_dir"} \
+    --train-text "$corpus/clean/train/text" --utt2lang "$corpus/clean/train/utt2lang" \
+    --exclude-text "$corpus/clean/dev/text" --exclude-text "$corpus/clean/test/text" \
+    --utt2lang "$corpus/clean/dev/utt2lang" --utt2lang "$corpus/clean/test/utt2lang" \
+    --out "$lm/lm_text.txt" --oov-out "$lm/oov.json"
+  speechfm lm train --text "$lm/lm_text.txt" --order "$lm_order" --out "$lm"
+  # shellcheck disable=SC2086
+  speechfm lexicon build --extra-text "$lm/lm_text.txt" --lang "$lang" $ipa_strip \
+    --out "$lm/lexicon.txt" --cache-dir "$wdata/lexicon_cache"
+  touch "$lm/.done"
+}
+
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-  for lang in $langs_unseen; do
-    lm=$wdata/lm_$lang
-    [ -f "$lm/.done" ] && continue
-    log "Stage 3: $lang: LM text, ${lm_order}-gram word LM, lexicon -> $lm"
-    mkdir -p "$lm"
-    python local/lm_text.py --lang "$lang" --corpus-seed "$unseen_seed" --wordfreq "$lm_wordfreq" \
-      ${text_dir:+--text-dir "$text_dir"} \
-      --train-text "$unseen/clean/train/text" --utt2lang "$unseen/clean/train/utt2lang" \
-      --exclude-text "$unseen/clean/dev/text" --exclude-text "$unseen/clean/test/text" \
-      --utt2lang "$unseen/clean/dev/utt2lang" --utt2lang "$unseen/clean/test/utt2lang" \
-      --out "$lm/lm_text.txt" --oov-out "$lm/oov.json"
-    speechfm lm train --text "$lm/lm_text.txt" --order "$lm_order" --out "$lm"
-    # shellcheck disable=SC2086
-    speechfm lexicon build --extra-text "$lm/lm_text.txt" --lang "$lang" $ipa_strip \
-      --out "$lm/lexicon.txt" --cache-dir "$wdata/lexicon_cache"
-    touch "$lm/.done"
-  done
+  for lang in $langs_unseen; do make_lm "$lang" "$unseen" "$unseen_seed"; done
+  # the seen languages' LMs: word error rates of the pretrained models
+  for lang in ${seen_langs//,/ }; do make_lm "$lang" "$data" "$seed"; done
 fi
 
 # train one model with the Whistle recipe: name config key=value...
@@ -208,18 +217,33 @@ fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   for pt in pt_phoneme pt_subword; do
+    [ "$decode_seen" = true ] || continue
     for split in dev test; do
-      log "Stage 6: decode seen $split with $pt"
+      log "Stage 6: decode seen $split with $pt (greedy, and words through each language's LM)"
       speechfm decode "$exp/$pt/final" --cuts "$seen/cuts_$split.jsonl.gz" \
         --out-dir "$exp/$pt/decode_greedy/$split" --group-by lang
+      parts=()
+      for lang in ${seen_langs//,/ }; do
+        out=$exp/$pt/decode_lm/$split/$lang
+        lex=()
+        [ "$pt" = pt_phoneme ] && lex=(--lexicon "$wdata/lm_$lang/lexicon.txt")
+        python ../local/select_cuts.py langs --cuts "$seen/cuts_$split.jsonl.gz" --langs "$lang" \
+          --out "$out/cuts.jsonl.gz" > /dev/null
+        speechfm decode "$exp/$pt/final" --cuts "$out/cuts.jsonl.gz" --out-dir "$out" \
+          --method graph --lm "$wdata/lm_$lang" "${lex[@]}" --group-by lang > /dev/null
+        parts+=(--part "$lang:$out")
+      done
+      python ../local/merge_results.py "${parts[@]}" --out "$exp/$pt/decode_lm/$split"
     done
   done
   for spec in "${runs[@]}"; do
     IFS=: read -r name s lang m <<< "$spec"
     for split in dev test; do
-      log "Stage 6: decode $lang $split with $name (greedy, and words through the LM)"
+      log "Stage 6: decode $lang $split with $name (greedy, prefix beam 4, words through the LM)"
       speechfm decode "$exp/$name/final" --cuts "$unseen/cuts_${split}_$lang.jsonl.gz" \
         --out-dir "$exp/$name/decode_greedy/$split" --group-by lang
+      speechfm decode "$exp/$name/final" --cuts "$unseen/cuts_${split}_$lang.jsonl.gz" \
+        --out-dir "$exp/$name/decode_beam/$split" --group-by lang --method beam --beam 4
       speechfm decode "$exp/$name/final" --cuts "$unseen/cuts_${split}_$lang.jsonl.gz" \
         --out-dir "$exp/$name/decode_lm/$split" --group-by lang --method graph
     done

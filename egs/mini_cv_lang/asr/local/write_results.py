@@ -50,6 +50,12 @@ def _table(results: dict[str, dict], splits: list[str], label: str) -> str:
 def _describe(result: dict) -> str:
     """"greedy search", "modified beam search (beam 4)", "streaming greedy search, chunk 16"."""
     transducer = result.get("family") == "transducer"
+    if result.get("graph"):
+        g = result["graph"]
+        what = "lexicon + word n-gram LM" if g.get("kind") == "tlg" else "token n-gram LM"
+        return (f"{what} graph search (kaldi-decoder, acoustic scale "
+                f"{g.get('acoustic_scale', 1.0)}, beam {g.get('beam', 16.0)})"
+                + (", one LM per language" if result.get("merged_from") else ""))
     if result["method"] == "beam":
         name = ("modified beam search" if transducer else "prefix beam search") + f" (beam {result['beam']})"
     else:
@@ -142,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     for split in splits:
         lines.append(f"| {split} | {results[split]['num_utts']} | {results[split]['hours']:.3f} |")
     for results in decodes:
-        lines += ["", f"## Error rates ({_describe(results[splits[0]])}, no language model)", "",
+        lm = "" if results[splits[0]].get("graph") else ", no language model"
+        lines += ["", f"## Error rates ({_describe(results[splits[0]])}{lm})", "",
                   _table(results, splits, label)]
         lines.append(f"Decoding {splits[-1]}: {results[splits[-1]]['decode_seconds']:.1f} s "
                      f"(RTF {results[splits[-1]]['rtf']}).")

@@ -51,9 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# mini_cv_lang Whistle: crosslingual fine-tuning to unseen languages", ""]
     if args.command:
         lines += [f"Command: `{args.command}` (in `egs/mini_cv_lang/whistle`)", ""]
-    lines += ["## Unseen languages (greedy PER; WER greedy and with the lexicon + word 3-gram LM)",
-              "", "| lang | minutes | system | updates | dev PER % | test PER % | dev WER % "
-              "(greedy) | test WER % (greedy) | dev WER % (LM) | test WER % (LM) |",
+    lines += ["## Unseen languages",
+              "",
+              "PER: phone error rate of greedy / prefix-beam (4) CTC search; WER: greedy (subword "
+              "system only) and through the lexicon + word 3-gram LM graph.", "",
+              "| lang | minutes | system | updates | dev PER % greedy | test PER % greedy | "
+              "test PER % beam | test WER % greedy | dev WER % LM | test WER % LM |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     commands = []
     for spec in args.run:
@@ -62,12 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         summary = _load(d / "train_summary.json") or {}
         g = {s: _load(d / "decode_greedy" / s / "results.json") for s in ("dev", "test")}
         lm = {s: _load(d / "decode_lm" / s / "results.json") for s in ("dev", "test")}
+        beam = _load(d / "decode_beam" / "test" / "results.json")
         phones = system != "subword"
         lines.append(
             f"| {lang} | {minutes} | {SYSTEMS.get(system, system)} | {summary.get('steps', '-')} | "
             f"{_pct(g['dev'], 'per') if phones else 'n/a'} | "
             f"{_pct(g['test'], 'per') if phones else 'n/a'} | "
-            f"{'n/a' if phones else _pct(g['dev'], 'wer')} | "
+            f"{_pct(beam, 'per') if phones else 'n/a'} | "
             f"{'n/a' if phones else _pct(g['test'], 'wer')} | "
             f"{_pct(lm['dev'], 'wer')} | {_pct(lm['test'], 'wer')} |")
         if summary.get("command"):

@@ -3,7 +3,7 @@
 text (the UDHR sentences of the corpus's training split and wordfreq word sequences drawn
 with a seed of their own), never a dev or test sentence.
 
-    python local/lm_text.py --lang pl --train-text DATA/clean/train/text \
+    python ../local/lm_text.py --lang pl --train-text DATA/clean/train/text \
         --exclude-text DATA/clean/dev/text --exclude-text DATA/clean/test/text \
         --wordfreq 3000 --corpus-seed 0 --out DIR/lm_text.txt
 

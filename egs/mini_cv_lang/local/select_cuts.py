@@ -2,10 +2,10 @@
 """Cut selections for the Whistle task (deterministic: same inputs -> same output).
 
     # the cuts of some languages
-    python local/select_cuts.py langs --cuts IN.jsonl.gz --langs en,es --out OUT.jsonl.gz \
+    python ../local/select_cuts.py langs --cuts IN.jsonl.gz --langs en,es --out OUT.jsonl.gz \
         [--text KALDI_TEXT --text-out FILTERED_TEXT]
     # per language, the first cuts after a seeded shuffle until M minutes are reached
-    python local/select_cuts.py minutes --cuts IN.jsonl.gz --lang pl --minutes 5 --seed 0 \
+    python ../local/select_cuts.py minutes --cuts IN.jsonl.gz --lang pl --minutes 5 --seed 0 \
         --out OUT.jsonl.gz
 
 ``minutes`` subsets are nested: the 1-minute subset is a prefix of the 5-minute one (same
