@@ -58,8 +58,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
@@ -216,26 +214,10 @@ def compile_arpa(arpa: str | os.PathLike, words: Sequence[str] | None = None, *,
     return kaldifst.compile(s=text, acceptor=False), words
 
 
-_ARPA2FST = """
-import json, sys
-import kaldilm
-args = json.loads(sys.argv[1])
-text = kaldilm.arpa2fst(**args["kwargs"])
-with open(args["out"], "w", encoding="utf-8") as f:
-    f.write(text)
-"""
-
-
 def _arpa2fst(arpa: str | os.PathLike, kwargs: dict[str, Any], out: str) -> str:
-    # kaldilm aborts the whole process on a malformed ARPA (a C++ abort, not an
-    # exception), and logs every section it reads to stderr: run it in a child process.
-    proc = subprocess.run([sys.executable, "-c", _ARPA2FST, json.dumps({"kwargs": kwargs, "out": out})],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        errors = [line for line in proc.stderr.splitlines() if "[E]" in line or "Error" in line]
-        raise DataError(f"{arpa}: kaldilm cannot compile this ARPA: "
-                        f"{errors[-1].strip() if errors else proc.stderr.strip()[-300:]}")
-    return Path(out).read_text(encoding="utf-8")
+    from speechfm.lm.ngram import run_arpa2fst
+
+    return run_arpa2fst(arpa, kwargs, out)
 
 
 def _load_g(g: Any, words: Any) -> tuple[Any, list[str] | None]:

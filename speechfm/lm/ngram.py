@@ -606,6 +606,38 @@ def _arpa_unigrams(path: str | os.PathLike) -> set[str]:
     return words
 
 
+_ARPA2FST = """
+import json, sys
+import kaldilm
+args = json.loads(sys.argv[1])
+text = kaldilm.arpa2fst(**args["kwargs"])
+with open(args["out"], "w", encoding="utf-8") as f:
+    f.write(text)
+"""
+
+
+def run_arpa2fst(arpa: str | os.PathLike, kwargs: dict, out: str | os.PathLike) -> str:
+    """``kaldilm.arpa2fst(**kwargs)`` in a child process; returns G as text (also written
+    to ``out``). kaldilm aborts the whole process on a malformed ARPA (a C++ abort, not an
+    exception) and logs every section it reads to stderr, so it runs apart.
+
+    Raises:
+        DataError: kaldilm failed (its last error line in the message).
+    """
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _ARPA2FST,
+                           json.dumps({"kwargs": kwargs, "out": str(out)})],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        errors = [line for line in proc.stderr.splitlines() if "[E]" in line or "Error" in line]
+        raise DataError(f"{arpa}: kaldilm cannot compile this ARPA: "
+                        f"{errors[-1].strip() if errors else proc.stderr.strip()[-300:]}")
+    return Path(out).read_text(encoding="utf-8")
+
+
 def compile_arpa(
     arpa_path: str | os.PathLike,
     words: str | os.PathLike | Mapping[str, int],
@@ -633,7 +665,6 @@ def compile_arpa(
     Returns:
         The text form of G, with integer labels.
     """
-    import kaldilm
 
     with tempfile.TemporaryDirectory() as tmp:
         if isinstance(words, Mapping):
@@ -650,13 +681,13 @@ def compile_arpa(
         missing = sorted((_arpa_unigrams(arpa_path) | {BOS, EOS, disambig_symbol}) - set(table))
         if missing:
             raise DataError(f"{words_path}: no id for {missing[:10]} (from {arpa_path})")
-        text = kaldilm.arpa2fst(
-            input_arpa=str(arpa_path),
-            output_fst=str(fst_path),
-            disambig_symbol=disambig_symbol,
-            read_symbol_table=str(words_path),
-            max_order=-1 if max_order is None else max_order,
-        )
+        text = run_arpa2fst(arpa_path, {
+            "input_arpa": str(arpa_path),
+            "output_fst": str(fst_path),
+            "disambig_symbol": disambig_symbol,
+            "read_symbol_table": str(words_path),
+            "max_order": -1 if max_order is None else max_order,
+        }, Path(tmp) / "G.txt")
     if text_fst_path is not None:
         Path(text_fst_path).write_text(text, encoding="utf-8")
     return text

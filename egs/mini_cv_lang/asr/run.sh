@@ -104,14 +104,8 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
       lm=$data/lm_word/$lang
       if [ ! -f "$lm/.done" ]; then
         log "Stage 2: $lang word ${lm_order}-gram LM -> $lm"
-        mkdir -p "$lm"
-        python ../local/lm_text.py --lang "$lang" --corpus-seed "$seed" --wordfreq "$lm_wordfreq" \
-          ${text_dir:+--text-dir "$text_dir"} \
-          --train-text "$data/clean/train/text" --utt2lang "$data/clean/train/utt2lang" \
-          --exclude-text "$data/clean/dev/text" --exclude-text "$data/clean/test/text" \
-          --utt2lang "$data/clean/dev/utt2lang" --utt2lang "$data/clean/test/utt2lang" \
-          --out "$lm/lm_text.txt" --oov-out "$lm/oov.json"
-        speechfm lm train --text "$lm/lm_text.txt" --order "$lm_order" --out "$lm"
+        bash ../local/make_word_lm.sh "$lang" "$data" "$seed" "$lm" "$lm_order" "$lm_wordfreq" \
+          "$text_dir"
         touch "$lm/.done"
       fi
     done

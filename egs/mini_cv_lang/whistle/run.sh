@@ -23,7 +23,7 @@
 # Stages (0-4 skip what their .done markers say is done; 6-7 always rerun):
 #   0  ../prepare.sh: the 12-language corpus (only the ten seen languages are used here)
 #   1  seen-language manifests + tokenizers from their training transcripts only:
-#      IPA phones and BPE (--bpe-seen) -> DATA/whistle/seen/
+#      IPA phones and BPE (--bpe-seen) -> DATA/whistle/seen/{lang_ipa,lang_bpe_<N>}
 #   2  the unseen-language corpus: pl and id with more audio (--unseen-utts per language:
 #      80/10/10 % train/dev/test), fbank; per language nested training subsets of
 #      --minutes minutes; dev/test manifests; IPA and BPE tokenizers from the largest
@@ -32,7 +32,8 @@
 #      transcripts + UDHR training split + wordfreq, never a dev/test sentence), 3-gram
 #      word LM (speechfm lm train), pronunciation lexicon (speechfm lexicon build), OOV
 #      rates -> DATA/whistle/lm_<lang>/
-#   4  pretraining on the seen languages: phoneme and subword (--pt-args) -> EXP/pt_*
+#   4  pretraining on the seen languages: phoneme and subword (--pt-args)
+#      -> EXP/pt_phoneme, EXP/pt_subword_bpe<N>
 #   5  fine-tunes: every system x unseen language x minutes (--ft-args) -> EXP/ft_*
 #   6  decoding: seen-language dev/test with the pretrained models (PER / CER greedy, WER
 #      through each language's lexicon + LM; skipped with --decode-seen false); unseen dev/test with every fine-tune: greedy, CTC prefix beam
@@ -55,7 +56,8 @@ unseen_utts=1000                 # per unseen language, all splits (800/100/100)
 unseen_seed=1                    # corpus seed of the unseen-language corpus
 minutes="1 5 20"                 # fine-tuning amounts per unseen language
 subset_seed=0
-bpe_seen=500                     # BPE vocabulary of the subword pretraining
+bpe_seen=150                     # BPE vocabulary of the subword pretraining (500 stayed on
+                                 # CTC's blank plateau at this budget: RESULTS.md)
 bpe_unseen=100                   # BPE vocabulary of a subword fine-tune
 lm_order=3
 lm_wordfreq=3000                 # wordfreq word sequences added to each LM's text
@@ -85,6 +87,7 @@ unseen=$wdata/unseen
 mkdir -p "$wdata" "$exp"
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 largest=$(printf '%s\n' $minutes | sort -g | tail -n 1)
+pt_subword=pt_subword_bpe$bpe_seen   # EXP/<this>: the subword-pretrained model
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   log "Stage 0: shared data (../prepare.sh; skips what is done) -> $data"
@@ -103,7 +106,7 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ] && [ ! -f "$seen/.done" ]; then
   speechfm tokenizer train --kind ipa --cuts "$seen/cuts_train.jsonl.gz" $ipa_strip \
     --out "$seen/lang_ipa"
   speechfm tokenizer train --kind bpe --cuts "$seen/cuts_train.jsonl.gz" --vocab-size "$bpe_seen" \
-    --out "$seen/lang_bpe"
+    --out "$seen/lang_bpe_$bpe_seen"
   touch "$seen/.done"
 fi
 
@@ -140,14 +143,8 @@ make_lm() {
   local lm=$wdata/lm_$lang
   [ -f "$lm/.done" ] && return 0
   log "Stage 3: $lang: LM text, ${lm_order}-gram word LM, lexicon -> $lm"
-  mkdir -p "$lm"
-  python ../local/lm_text.py --lang "$lang" --corpus-seed "$corpus_seed" --wordfreq "$lm_wordfreq" \
-    ${text_dir:+--text-dir "$text_dir"} \
-    --train-text "$corpus/clean/train/text" --utt2lang "$corpus/clean/train/utt2lang" \
-    --exclude-text "$corpus/clean/dev/text" --exclude-text "$corpus/clean/test/text" \
-    --utt2lang "$corpus/clean/dev/utt2lang" --utt2lang "$corpus/clean/test/utt2lang" \
-    --out "$lm/lm_text.txt" --oov-out "$lm/oov.json"
-  speechfm lm train --text "$lm/lm_text.txt" --order "$lm_order" --out "$lm"
+  bash ../local/make_word_lm.sh "$lang" "$corpus" "$corpus_seed" "$lm" "$lm_order" "$lm_wordfreq" \
+    "$text_dir"
   # shellcheck disable=SC2086
   speechfm lexicon build --extra-text "$lm/lm_text.txt" --lang "$lang" $ipa_strip \
     --out "$lm/lexicon.txt" --cache-dir "$wdata/lexicon_cache"
@@ -176,10 +173,10 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   # shellcheck disable=SC2086
   whistle_train pt_phoneme "$pt_conf" train_cuts="$seen/cuts_train.jsonl.gz" \
     dev_cuts="$seen/cuts_dev.jsonl.gz" tokenizer="$seen/lang_ipa" $pt_args
-  log "Stage 4: subword (BPE $bpe_seen) pretraining on the seen languages -> $exp/pt_subword"
+  log "Stage 4: subword (BPE $bpe_seen) pretraining on the seen languages -> $exp/$pt_subword"
   # shellcheck disable=SC2086
-  whistle_train pt_subword "$pt_conf" train_cuts="$seen/cuts_train.jsonl.gz" \
-    dev_cuts="$seen/cuts_dev.jsonl.gz" tokenizer="$seen/lang_bpe" $pt_args
+  whistle_train "$pt_subword" "$pt_conf" train_cuts="$seen/cuts_train.jsonl.gz" \
+    dev_cuts="$seen/cuts_dev.jsonl.gz" tokenizer="$seen/lang_bpe_$bpe_seen" $pt_args
 fi
 
 # the fine-tune runs: name:system:lang:minutes
@@ -203,7 +200,7 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
     case $s in
       phoneme) init=(tokenizer="$unseen/lang_ipa_$lang" init_from="$exp/pt_phoneme/final"
                      encoder_from_init=true head_from_init=true) ;;
-      subword) init=(tokenizer="$unseen/lang_bpe_$lang" init_from="$exp/pt_subword/final"
+      subword) init=(tokenizer="$unseen/lang_bpe_$lang" init_from="$exp/$pt_subword/final"
                      encoder_from_init=true lexicon=null) ;;
       ssl)     init=(tokenizer="$unseen/lang_ipa_$lang" init_from="$ssl_model"
                      encoder_from_init=true) ;;
@@ -216,7 +213,7 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
-  for pt in pt_phoneme pt_subword; do
+  for pt in pt_phoneme "$pt_subword"; do
     [ "$decode_seen" = true ] || continue
     for split in dev test; do
       log "Stage 6: decode seen $split with $pt (greedy, and words through each language's LM)"
@@ -255,7 +252,7 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   run_args=()
   for spec in "${runs[@]}"; do run_args+=(--run "$spec"); done
   python local/write_whistle_results.py --exp "$exp" --data "$wdata" "${run_args[@]}" \
-    --pretrained pt_phoneme --pretrained pt_subword --command "$__run_cmd" \
+    --pretrained pt_phoneme --pretrained "$pt_subword" --command "$__run_cmd" \
     --out "$exp/RESULTS.md"
 fi
 
