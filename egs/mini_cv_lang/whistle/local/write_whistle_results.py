@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
               "PER: phone error rate of greedy / prefix-beam (4) CTC search; WER: greedy (subword "
               "system only) and through the lexicon + word 3-gram LM graph.", "",
               "| lang | minutes | system | updates | dev PER % greedy | test PER % greedy | "
-              "test PER % beam | test WER % greedy | dev WER % LM | test WER % LM |",
+              "test PER % beam | test WER % greedy (CER) | dev WER % LM | test WER % LM |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     commands = []
     for spec in args.run:
@@ -72,20 +72,24 @@ def main(argv: list[str] | None = None) -> int:
             f"{_pct(g['dev'], 'per') if phones else 'n/a'} | "
             f"{_pct(g['test'], 'per') if phones else 'n/a'} | "
             f"{_pct(beam, 'per') if phones else 'n/a'} | "
-            f"{'n/a' if phones else _pct(g['test'], 'wer')} | "
+            f"{'n/a' if phones else _pct(g['test'], 'wer') + ' (CER ' + _pct(g['test'], 'cer') + ')'} | "
             f"{_pct(lm['dev'], 'wer')} | {_pct(lm['test'], 'wer')} |")
         if summary.get("command"):
             commands.append(f"- {name}: `{summary['command']}`")
     lines += ["", "PER is not defined for the subword system (its units are BPE pieces); a phone "
               "system's greedy output has no words, so its WER needs the lexicon.", ""]
 
-    lines += ["## The pretrained models on the ten seen languages (greedy)", "",
-              "| model | split | PER % | CER % | WER % |", "|---|---|---|---|---|"]
+    lines += ["## The pretrained models on the ten seen languages", "",
+              "Greedy search, and words through each language's lexicon + word 3-gram LM "
+              "(phone model: espeak-ng lexicon; subword model: each word spelled in BPE).", "",
+              "| model | split | PER % greedy | CER % greedy | WER % greedy | WER % LM |",
+              "|---|---|---|---|---|---|"]
     for name in args.pretrained:
         for split in ("dev", "test"):
             res = _load(args.exp / name / "decode_greedy" / split / "results.json")
+            lm = _load(args.exp / name / "decode_lm" / split / "results.json")
             lines.append(f"| {name} | {split} | {_pct(res, 'per')} | {_pct(res, 'cer')} | "
-                         f"{_pct(res, 'wer')} |")
+                         f"{_pct(res, 'wer')} | {_pct(lm, 'wer')} |")
         summary = _load(args.exp / name / "train_summary.json") or {}
         if summary.get("command"):
             commands.append(f"- {name}: `{summary['command']}`")
