@@ -54,6 +54,9 @@ def register(subparsers) -> None:
     p.add_argument("--lexicon", default=None,
                    help="--method graph with --lm: lexicon.txt (default: the model's; char and "
                         "subword models spell the LM's words themselves)")
+    p.add_argument("--g2p-lang", default=None,
+                   help="--method graph with --lm: give the LM's words the lexicon lacks an "
+                        "espeak-ng pronunciation in this language (test-time extension)")
     p.add_argument("--acoustic-scale", type=float, default=1.0,
                    help="--method graph: acoustic scale (1 / LM weight)")
     p.add_argument("--graph-beam", type=float, default=16.0, help="--method graph: search beam")
@@ -66,8 +69,8 @@ def _graph(args: argparse.Namespace):
     from speechfm.models.io import PARTS, load_part
 
     if args.method != "graph":
-        if args.graph or args.lm or args.lexicon:
-            raise DataError("--graph, --lm and --lexicon go with --method graph")
+        if args.graph or args.lm or args.lexicon or args.g2p_lang:
+            raise DataError("--graph, --lm, --lexicon and --g2p-lang go with --method graph")
         return None
     if args.graph:
         return args.graph
@@ -76,7 +79,15 @@ def _graph(args: argparse.Namespace):
 
         lexicon = (PARTS["lexicon"].load(args.lexicon) if args.lexicon
                    else load_part(args.model_dir, "lexicon"))
-        return graph_for_model(load_part(args.model_dir, "tokenizer"), lexicon, args.lm)
+        tokenizer = load_part(args.model_dir, "tokenizer")
+        g2p = None
+        if args.g2p_lang:
+            from speechfm.text.lexicon import espeak_g2p
+
+            # the tokenizer's clean-up, so generated phones are the model's units
+            g2p = espeak_g2p(args.g2p_lang, **{k: bool(getattr(tokenizer, k, False)) for k in
+                                               ("strip_stress", "strip_length", "strip_tones")})
+        return graph_for_model(tokenizer, lexicon, args.lm, g2p=g2p)
     graph = load_part(args.model_dir, "graph")
     if graph is None:
         raise DataError(f"{args.model_dir}: no decoding graph stored; pass --graph or --lm")

@@ -534,14 +534,17 @@ def spelled_lexicon(tokenizer: Any, words: Iterable[str]) -> dict[str, list[list
 
 
 def graph_for_model(tokenizer: Any, lexicon: Lexicon | None, lm: str | os.PathLike, *,
-                    topo: str = "standard") -> DecodingGraph:
+                    topo: str = "standard",
+                    g2p: Callable[[list[str]], list[list[str]]] | None = None) -> DecodingGraph:
     """The decoding graph of a CTC model over ``tokenizer`` for a ``speechfm lm train``
     directory ``lm`` (``G.fst`` + ``words.txt``): TLG through ``lexicon`` (word -> token
     sequences); without one, a char or subword model spells the LM's words with its
     tokenizer (:func:`spelled_lexicon`). An LM over the model's own tokens (``speechfm lm
     train --unit char`` for a char model, or a phone n-gram for a phone model) gives the
     lexicon-free TG (:func:`build_tg`): no word list, so no OOV words. A phone model with
-    a word LM needs a lexicon.
+    a word LM needs a lexicon. With ``g2p`` (e.g. :func:`speechfm.text.lexicon.espeak_g2p`)
+    the LM's words the lexicon lacks get generated pronunciations first
+    (:func:`extend_lexicon`): test-time lexicon extension for a partial lexicon.
 
     Raises:
         DataError: ``lm`` lacks G.fst or words.txt, or a phone model has no lexicon.
@@ -555,6 +558,9 @@ def graph_for_model(tokenizer: Any, lexicon: Lexicon | None, lm: str | os.PathLi
     known = set(tokenizer.tokens)
     if lexicon is None and symbols and all(w in known for w in symbols):
         return build_tg(tokenizer, lm / "G.fst", words, topo=topo)
+    if g2p is not None:
+        lexicon = extend_lexicon(lexicon or {}, symbols, g2p)
+        log.info("lexicon extended by G2P to %d of the LM's %d words", len(lexicon), len(symbols))
     if lexicon is None:
         if getattr(tokenizer, "kind", None) == "ipa":
             raise DataError("a phone (IPA) model needs a pronunciation lexicon for word "

@@ -190,3 +190,27 @@ def test_lexicon_free_decoding_with_a_character_lm(whistle, tmp_path):
     wave, sr = sf.read(str(tmp_path / "c" / "en_1.wav"))
     text = speechfm.load(final).transcribe((wave, sr), lm=tmp_path / "lm")
     assert set(text) <= {"a", "b", " "}
+
+
+def test_test_time_lexicon_extension_by_g2p(tmp_path):
+    """A partial lexicon is extended by G2P with the LM's missing words before the graph
+    is built (``graph_for_model(g2p=)``, ``speechfm decode --g2p-lang``)."""
+    from reference_corpus import make_tone_corpus
+
+    from speechfm.cli import main as cli
+    from speechfm.decode.graph import graph_for_model
+    from speechfm.text import load_tokenizer
+
+    _, tok = make_tone_corpus(tmp_path / "c", {"en": ["ab ba", "abba"]})
+    (tmp_path / "lm.txt").write_text("ab ba\nabba ab\n", encoding="utf-8")
+    assert cli(["lm", "train", "--text", str(tmp_path / "lm.txt"), "--order", "2",
+                "--out", str(tmp_path / "lm")]) == 0
+    asked = []
+
+    def g2p(words):
+        asked.extend(words)
+        return [list(w) for w in words]
+
+    graph = graph_for_model(load_tokenizer(tok), {"ab": [["a", "b"]]}, tmp_path / "lm", g2p=g2p)
+    assert sorted(asked) == ["abba", "ba"]  # only the LM words the lexicon lacked
+    assert graph.kind == "tlg"
