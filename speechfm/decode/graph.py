@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 
 from speechfm.errors import DataError
+from speechfm.lm.ngram import read_symbol_table, run_arpa2fst, write_symbol_table
 from speechfm.text.base import BLANK, UNK, UNK_SURFACE
 
 __all__ = [
@@ -114,14 +115,7 @@ Lexicon = Mapping[str, Sequence[Sequence[str]]]
 
 def read_symbols(path: str | os.PathLike) -> list[str]:
     """A Kaldi/OpenFst symbol table ("symbol id" per line) as a list indexed by id."""
-    table: dict[int, str] = {}
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise DataError(f"{path}:{n}: expected 'symbol id', got {line!r}")
-        table[int(parts[1])] = parts[0]
+    table = {i: sym for sym, i in read_symbol_table(path).items()}
     if sorted(table) != list(range(len(table))):
         raise DataError(f"{path}: symbol ids must be 0..{len(table) - 1} without gaps")
     return [table[i] for i in range(len(table))]
@@ -129,7 +123,7 @@ def read_symbols(path: str | os.PathLike) -> list[str]:
 
 def write_symbols(symbols: Sequence[str], path: str | os.PathLike) -> None:
     """Write ``symbols`` (index = id) as a symbol table."""
-    Path(path).write_text("".join(f"{s} {i}\n" for i, s in enumerate(symbols)), encoding="utf-8")
+    write_symbol_table({s: i for i, s in enumerate(symbols)}, path)
 
 
 def _as_symbols(words: Sequence[str] | Mapping[str, int] | str | os.PathLike) -> list[str]:
@@ -206,18 +200,12 @@ def compile_arpa(arpa: str | os.PathLike, words: Sequence[str] | None = None, *,
             words = words + [s for s in (BOS, EOS) if s not in words]
             write_symbols(words, table)
             kwargs["read_symbol_table"] = table
-        text = _arpa2fst(arpa, kwargs, os.path.join(tmp, "G.txt"))
+        text = run_arpa2fst(arpa, kwargs, os.path.join(tmp, "G.txt"))
         if words is None:
             words = read_symbols(table)
     if not text.strip():
         raise DataError(f"{arpa}: kaldilm produced an empty G (no n-grams over the words table?)")
     return kaldifst.compile(s=text, acceptor=False), words
-
-
-def _arpa2fst(arpa: str | os.PathLike, kwargs: dict[str, Any], out: str) -> str:
-    from speechfm.lm.ngram import run_arpa2fst
-
-    return run_arpa2fst(arpa, kwargs, out)
 
 
 def _load_g(g: Any, words: Any) -> tuple[Any, list[str] | None]:
@@ -770,15 +758,8 @@ def extend_lexicon(lexicon: Lexicon, words: Iterable[str],
     lexicon); it is called once, with the missing words in first-seen order. Words it
     gives no tokens for stay out.
     """
-    out = {w: [list(p) for p in prons] for w, prons in lexicon.items()}
-    missing = list(dict.fromkeys(w for w in words if w and w not in out))
-    if not missing:
-        return out
-    prons = g2p(missing)
-    if len(prons) != len(missing):
-        raise DataError(f"g2p returned {len(prons)} pronunciations for {len(missing)} words")
-    for w, p in zip(missing, prons, strict=True):
-        p = list(p)
-        if p:
-            out[w] = [p]
-    return out
+    from speechfm.text.lexicon import Lexicon
+
+    extended = Lexicon(lexicon)
+    extended.extend([w for w in words if w], g2p)
+    return extended.to_dict()
