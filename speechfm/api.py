@@ -450,7 +450,9 @@ class SpeechModel:
 
     def decoding_graph(self, lexicon: Any = None, lm: str | Path | None = None) -> Any:
         """The word-decoding graph for ``lm`` (and ``lexicon``, default the model's), or the
-        model directory's stored one when ``lm`` is None (cached)."""
+        model directory's stored one when ``lm`` is None. Cached: the stored graph, and the
+        graph of an ``lm`` folder with a lexicon given by path (or the model's own), so
+        repeated ``transcribe(..., lm=...)`` calls build it once."""
         from speechfm.decode.graph import graph_for_model
         from speechfm.models.io import PARTS, load_part
 
@@ -462,11 +464,20 @@ class SpeechModel:
                                         "(a `speechfm lm train` folder) or graph=")
                 self._stored_graph = graph
             return self._stored_graph
+        key = None
+        if lexicon is None or isinstance(lexicon, (str, Path)):
+            key = (str(Path(lm).resolve()), None if lexicon is None else str(Path(lexicon).resolve()))
+            cached = getattr(self, "_graphs", {}).get(key)
+            if cached is not None:
+                return cached
         if isinstance(lexicon, (str, Path)):
             lexicon = PARTS["lexicon"].load(Path(lexicon))
         if lexicon is None and self.path is not None:
             lexicon = load_part(self.path, "lexicon")
-        return graph_for_model(self.tokenizer, lexicon, lm)
+        graph = graph_for_model(self.tokenizer, lexicon, lm)
+        if key is not None:
+            self._graphs = {**getattr(self, "_graphs", {}), key: graph}
+        return graph
 
     def _transcribe_graph(self, audio, sample_rate, batch_size, lexicon, lm, graph,
                           acoustic_scale):

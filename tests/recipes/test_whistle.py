@@ -214,3 +214,26 @@ def test_test_time_lexicon_extension_by_g2p(tmp_path):
     graph = graph_for_model(load_tokenizer(tok), {"ab": [["a", "b"]]}, tmp_path / "lm", g2p=g2p)
     assert sorted(asked) == ["abba", "ba"]  # only the LM words the lexicon lacked
     assert graph.kind == "tlg"
+
+
+def test_transcribe_with_an_lm_builds_its_graph_once(whistle, tmp_path, monkeypatch):
+    import soundfile as sf
+    from reference_corpus import make_tone_corpus
+
+    import speechfm
+    import speechfm.decode.graph as graph_module
+    from speechfm.cli import main as cli
+
+    cuts, tok = make_tone_corpus(tmp_path / "c", {"en": ["ab ba", "abba"]})
+    (tmp_path / "lm.txt").write_text("ab ba\nabba ab\n", encoding="utf-8")
+    assert cli(["lm", "train", "--text", str(tmp_path / "lm.txt"), "--order", "2",
+                "--out", str(tmp_path / "lm")]) == 0
+    model = speechfm.load(whistle.train(_config(whistle, cuts, tok, tmp_path / "exp")).final_dir)
+    builds = []
+    real = graph_module.graph_for_model
+    monkeypatch.setattr(graph_module, "graph_for_model",
+                        lambda *a, **k: builds.append(1) or real(*a, **k))
+    wave, sr = sf.read(str(tmp_path / "c" / "en_0.wav"))
+    first = model.transcribe((wave, sr), lm=tmp_path / "lm")
+    assert model.transcribe((wave, sr), lm=tmp_path / "lm") == first
+    assert len(builds) == 1

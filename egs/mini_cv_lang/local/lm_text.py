@@ -82,11 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.oov_out:
         import json
 
+        from speechfm.decode.graph import oov_rate
+
         oov = {}
         for f in args.exclude_text:
-            tokens = [w for t in _kaldi_text(f, args.lang, utt2lang) for w in t.split()]
-            oov[f.parent.name] = [sum(w not in words for w in tokens), len(tokens)]
-            n, total = oov[f.parent.name]
+            n, total = oov_rate(_kaldi_text(f, args.lang, utt2lang), words)
+            oov[f.parent.name] = [n, total]
             print(f"{args.lang} {f.parent.name}: OOV {n}/{total} = {100 * n / max(total, 1):.2f} %")
         args.oov_out.write_text(json.dumps(oov) + "\n", encoding="utf-8")
     return 0
