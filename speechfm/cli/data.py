@@ -9,6 +9,9 @@
 * ``speechfm data import SRC --out cuts.jsonl.gz`` converts any supported SRC to a
   lhotse manifest, refusing it if any entry is bad.
 * ``speechfm data export-kaldi CUTS --out DIR`` writes a manifest as a Kaldi data dir.
+* ``speechfm data few-shot --cuts IN --out OUT --k K [--seed S]`` keeps K cuts of every
+  label (supervision text) of a classification manifest, the same ones for the same
+  seed, and prints the clips per label.
 """
 
 from __future__ import annotations
@@ -107,6 +110,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="prefix utterance ids with '<speaker>-' so sorted utterances group by speaker",
     )
     e.set_defaults(func=_export_kaldi)
+
+    f = sub.add_parser(
+        "few-shot",
+        help="keep K cuts per label (supervision text) of a classification manifest",
+        description="Write K cuts of every label (supervision text) of IN to OUT, drawn "
+        "deterministically from --seed; fails if a label has fewer than K cuts.",
+    )
+    f.add_argument("--cuts", required=True, metavar="IN", help="lhotse manifest, e.g. cuts_train.jsonl.gz")
+    f.add_argument("--out", required=True, metavar="OUT", help="output manifest, e.g. cuts_train_5shot.jsonl.gz")
+    f.add_argument("--k", type=int, required=True, metavar="K", help="cuts per label")
+    f.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    f.set_defaults(func=_few_shot)
 
 
 def _manifest_name(src: Path, fmt: str) -> str:
@@ -208,4 +223,27 @@ def _export_kaldi(args: argparse.Namespace) -> int:
     cuts = load_manifest(args.cuts)
     out = export_kaldi_dir(cuts, args.out, prefix_speaker=args.prefix_speaker)
     print(f"wrote {len(cuts)} utterances as a Kaldi dir to {out}", file=sys.stderr)
+    return 0
+
+
+def _few_shot(args: argparse.Namespace) -> int:
+    from speechfm.data.corpora.mini_cv_lang import write_cuts_jsonl_gz
+    from speechfm.data.manifest import load_manifest
+    from speechfm.data.subsets import few_shot, split_summary
+
+    out = Path(args.out)
+    if not out.name.endswith(_MANIFEST_SUFFIXES):
+        raise DataError(
+            f"--out {out}: a lhotse manifest name must end in .jsonl.gz, .jsonl or .json"
+        )
+    if out.resolve() == Path(args.cuts).resolve():
+        raise DataError(f"--out {out} would overwrite the input {args.cuts}")
+    subset = few_shot(load_manifest(args.cuts), args.k, args.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.name.endswith(".jsonl.gz"):
+        write_cuts_jsonl_gz([c.to_dict() for c in subset], out)  # same subset -> same bytes
+    else:
+        subset.to_file(out)
+    stats = split_summary({"few_shot": subset})["few_shot"]
+    print(json.dumps({"in": args.cuts, "out": str(out), "k": args.k, "seed": args.seed, **stats}))
     return 0

@@ -4,6 +4,9 @@
 x 50 takes). Transcripts are the digit as a word ("zero".."nine"). Whole speakers are
 held out for dev and test, so scores measure unseen voices.
 
+``prepare_fsdd_classification`` gives the classification view: task "digit" (label =
+digit word, speakers held out) or task "speaker" (label = speaker name, takes held out).
+
 Also home of ``prepare_recordings``, the shared tail of the real-recording corpora:
 optional resampling (soxr), IPA of the transcripts, Kaldi dirs and manifests.
 """
@@ -12,8 +15,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from speechfm.errors import AudioError, DataError
@@ -45,6 +48,8 @@ class Item:
     """Speaker id."""
     split: str
     """train, dev or test."""
+    extra: tuple[tuple[str, str | int], ...] = ()
+    """Extra ``supervision.custom`` fields as ``(key, value)`` pairs (hashable)."""
 
 
 def prepare_recordings(
@@ -98,12 +103,12 @@ def prepare_recordings(
         rows[it.split].append({
             "id": it.id, "path": str(path), "text": it.text, "speaker": it.speaker, "lang": lang,
             "ipa": ipa.get(it.text, ""), "num_samples": n, "sampling_rate": sr,
-            "duration": round(n / sr, 6),
+            "duration": round(n / sr, 6), "extra": dict(it.extra),
         })
     result = {}
     for split in SPLITS:
         rs = sorted(rows[split], key=lambda r: r["id"])
-        dicts = [cut_dict(r) for r in rs]
+        dicts = [cut_dict(r, extra=r["extra"]) for r in rs]
         if out is not None:
             write_kaldi_dir(out / split, rs)
             write_cuts_jsonl_gz(dicts, out / f"cuts_{split}.jsonl.gz")
@@ -172,4 +177,88 @@ def prepare_fsdd(
     items = fsdd_items(root, dev_speakers=dev_speakers, test_speakers=test_speakers)
     return prepare_recordings(
         items, lang="en", out_dir=out_dir, sampling_rate=sampling_rate, with_ipa=with_ipa, corpus="FSDD"
+    )
+
+
+FSDD_TASKS: tuple[str, ...] = ("digit", "speaker")
+
+
+def fsdd_classification_items(
+    root: str | Path | None = None,
+    *,
+    task: str = "digit",
+    dev_speakers: Sequence[str] = ("nicolas",),
+    test_speakers: Sequence[str] = ("theo", "yweweler"),
+    dev_takes: Iterable[int] = range(40, 45),
+    test_takes: Iterable[int] = range(45, 50),
+) -> list[Item]:
+    """FSDD items labelled for classification (``text`` = the class label).
+
+    ``task="digit"``: label "zero".."nine", split by speaker (``dev_speakers`` /
+    ``test_speakers`` held out, the takes arguments unused). ``task="speaker"``: label =
+    speaker name, split by take number (``dev_takes`` / ``test_takes`` held out, the rest
+    train), so every speaker is in every split; the speaker arguments are unused.
+    ``custom`` carries ``word`` (the digit word) and ``take``.
+    """
+    if task not in FSDD_TASKS:
+        raise DataError(f"FSDD: task must be one of {list(FSDD_TASKS)}, got {task!r}")
+    if task == "digit":
+        items = fsdd_items(root, dev_speakers=dev_speakers, test_speakers=test_speakers)
+    else:
+        items = fsdd_items(root, dev_speakers=(), test_speakers=())
+        dev_t, test_t = frozenset(int(t) for t in dev_takes), frozenset(int(t) for t in test_takes)
+        overlap = dev_t & test_t
+        if overlap:
+            raise DataError(f"FSDD: takes {sorted(overlap)} are in both dev and test")
+    out = []
+    for it in items:
+        m = _FSDD_NAME.match(it.path.name)
+        assert m is not None  # fsdd_items checked the name
+        take = int(m.group(3))
+        extra = (("word", it.text), ("take", take))
+        if task == "digit":
+            out.append(replace(it, extra=extra))
+        else:
+            split = "test" if take in test_t else "dev" if take in dev_t else "train"
+            out.append(replace(it, text=it.speaker, split=split, extra=extra))
+    if task == "speaker":
+        speakers = {it.speaker for it in out}
+        for split in SPLITS:
+            missing = speakers - {it.speaker for it in out if it.split == split}
+            if missing:
+                raise DataError(
+                    f"FSDD speaker task: split {split!r} has no takes of speakers {sorted(missing)} "
+                    f"(dev takes {sorted(dev_t)}, test takes {sorted(test_t)})"
+                )
+    return out
+
+
+def prepare_fsdd_classification(
+    root: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    task: str = "digit",
+    dev_speakers: Sequence[str] = ("nicolas",),
+    test_speakers: Sequence[str] = ("theo", "yweweler"),
+    dev_takes: Iterable[int] = range(40, 45),
+    test_takes: Iterable[int] = range(45, 50),
+    sampling_rate: int | None = 16000,
+):
+    """FSDD for classification as ``{"train"|"dev"|"test": CutSet}``; text = the label.
+
+    ``task="digit"``: digit words, speaker-disjoint (default train george/jackson/lucas
+    1500, dev nicolas 500, test theo/yweweler 1000 clips). ``task="speaker"``: speaker
+    names, all six speakers in every split, takes 0-39 train / 40-44 dev / 45-49 test
+    (2400/300/300 clips). Supervisions: language "en", speaker name, ``custom`` ``word``
+    and ``take``; no IPA. ``sampling_rate=16000`` resamples the 8 kHz files into
+    ``out_dir/wav/`` as ``prepare_fsdd`` does (so it needs ``out_dir``; pass None to keep
+    8 kHz). With ``out_dir`` also writes Kaldi dirs and ``cuts_{split}.jsonl.gz``.
+    """
+    items = fsdd_classification_items(
+        root, task=task, dev_speakers=dev_speakers, test_speakers=test_speakers,
+        dev_takes=dev_takes, test_takes=test_takes,
+    )
+    return prepare_recordings(
+        items, lang="en", out_dir=out_dir, sampling_rate=sampling_rate, with_ipa=False,
+        corpus=f"FSDD ({task} classification)",
     )
