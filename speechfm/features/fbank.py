@@ -25,6 +25,7 @@ transformers' ``SeamlessM4TFeatureExtractor`` does).
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -247,13 +248,30 @@ def compute_fbank(samples, sample_rate: int, config: FbankConfig | None = None) 
         x = x * np.float32(config.waveform_scale)
     import kaldi_native_fbank as knf
 
-    online = knf.OnlineFbank(opts)
+    try:
+        online = knf.OnlineFbank(opts)
+    except ValueError as e:
+        if "num_mel_bins" not in str(e):
+            raise
+        # knf refuses filters that cover no FFT bin (e.g. AST's 128 bins on a 512-point
+        # FFT: the lowest ones are narrower than a bin); torchaudio's kaldi.fbank, which
+        # AST used, keeps them (all-zero, so log(eps)). TorchFbank computes the same.
+        return _torch_fbank_one(x, config)
     online.accept_waveform(float(config.sample_rate), x)
     online.input_finished()
     n = online.num_frames_ready
     if n == 0:
         return np.zeros((0, config.feature_dim), dtype=np.float32)
     return np.stack([online.get_frame(i) for i in range(n)]).astype(np.float32, copy=False)
+
+
+def _torch_fbank_one(x: np.ndarray, config: FbankConfig) -> np.ndarray:
+    """One utterance through :class:`TorchFbank` (float64 inside, so it matches knf where
+    knf works), as float32 (T, C)."""
+    fb = TorchFbank(dataclasses.replace(config, waveform_scale=1.0, compute_dtype="float64"))
+    with torch.no_grad():
+        feats, lens = fb(torch.from_numpy(x).unsqueeze(0))
+    return feats[0, : int(lens[0])].numpy().astype(np.float32, copy=False)
 
 
 def mel_scale(freq_hz: np.ndarray | float) -> np.ndarray | float:
