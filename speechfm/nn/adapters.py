@@ -6,13 +6,24 @@ the slots at fixed places of its forward; adding, removing or switching adapters
 layer code.  Three kinds of point exist:
 
 - residual points (``after_ffn1``, ``after_attn``, ``after_conv``, ``after_ffn2``,
-  ``after_block``): an adapter maps a hidden state ``h`` (N, T, C) to a correction, and the
-  layer continues with ``h + adapter(h)`` (Houlsby et al.);
-- input points (``parallel``, ``attn_q``, ``attn_k``, ``attn_v``, ``attn_out``): the adapter
-  reads the input of a sub-module and its output is added to that sub-module's output (the
-  parallel adapter of He et al.; LoRA on a linear layer);
-- prefix points (``prompt``): the adapter returns learned frames (P, C) prepended to the
-  sequence before the layer and dropped after it (deep prompt tuning).
+  ``after_ffn``, ``after_block``): an adapter maps a sub-module's output ``h`` (N, T, C) to
+  a correction, and the layer continues with ``h + adapter(h)`` (sequential adapters:
+  Houlsby et al. at ``after_attn`` + ``after_ffn``, Pfeiffer et al. at ``after_ffn``);
+- input points (``parallel``, ``parallel_attn``, ``parallel_ffn``, ``attn_q``, ``attn_k``,
+  ``attn_v``, ``attn_out``): the adapter reads the input of a sub-module (for the
+  ``parallel*`` points the residual stream before the sub-module's norm) and its output is
+  added to that sub-module's output (the parallel adapter of He et al.; LoRA on a linear
+  layer);
+- prompt points (``prompt``): the adapter returns learned frames (P, C) prepended to the
+  sequence before the layer and dropped after it (deep prompt tuning);
+- key/value prefix points (``prefix``): the adapter returns learned keys and values, each
+  (P, C), that attention prepends to its projected keys and values (prefix tuning, Li and
+  Liang): the sequence itself is unchanged, only what every query can attend to grows.
+
+Which points a layer offers depends on the layer: the Conformer block has no
+``after_ffn``/``parallel_attn``/``parallel_ffn`` (its macaron FFNs have their own points),
+the plain transformer block (:mod:`speechfm.nn.transformer`) no ``after_ffn1``/
+``after_conv``/``after_ffn2``.
 
 An adapter factory is any callable ``factory(in_dim, out_dim) -> nn.Module``, e.g.
 ``functools.partial(BottleneckAdapter, bottleneck=64)`` or ``functools.partial(LoRA, rank=8)``.
@@ -36,7 +47,11 @@ __all__ = [
     "BottleneckAdapter",
     "LoRA",
     "LoRALinear",
+    "PrefixTuning",
     "PromptTuning",
+    "ConvAdapter",
+    "ADAPTER_KINDS",
+    "adapter_factory",
     "check_adapter_key",
     "count_parameters",
     "freeze_all_but_adapters",
@@ -44,10 +59,20 @@ __all__ = [
 
 AdapterFactory = Callable[[int, int], nn.Module]
 
-RESIDUAL_POINTS = ("after_ffn1", "after_attn", "after_conv", "after_ffn2", "after_block")
-INPUT_POINTS = ("parallel", "attn_q", "attn_k", "attn_v", "attn_out")
+RESIDUAL_POINTS = ("after_ffn1", "after_attn", "after_conv", "after_ffn2", "after_ffn",
+                   "after_block")
+INPUT_POINTS = ("parallel", "parallel_attn", "parallel_ffn", "attn_q", "attn_k", "attn_v",
+                "attn_out")
 PREFIX_POINTS = ("prompt",)
-ALL_POINTS = RESIDUAL_POINTS + INPUT_POINTS + PREFIX_POINTS
+KV_PREFIX_POINTS = ("prefix",)
+ALL_POINTS = RESIDUAL_POINTS + INPUT_POINTS + PREFIX_POINTS + KV_PREFIX_POINTS
+CONFORMER_POINTS = ("after_ffn1", "after_attn", "after_conv", "after_ffn2", "after_block",
+                    "parallel", "attn_q", "attn_k", "attn_v", "attn_out", "prompt", "prefix")
+"""The points of :class:`speechfm.nn.conformer.ConformerBlock`."""
+TRANSFORMER_POINTS = ("after_attn", "after_ffn", "after_block", "parallel_attn",
+                      "parallel_ffn", "attn_q", "attn_k", "attn_v", "attn_out", "prompt",
+                      "prefix")
+"""The points of :class:`speechfm.nn.transformer.TransformerBlock`."""
 
 _LANG_SEP = "@"
 
@@ -165,6 +190,14 @@ class AdapterSlots(nn.Module):
         if not prompts:
             return None
         return torch.cat(prompts, dim=0)
+
+    def kv_prefix(self, ctx: AdapterContext | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Concatenated key and value prefixes, each (P, C), of the active ``prefix``
+        adapters, or None."""
+        pairs = [module() for module in self.active("prefix", ctx)]
+        if not pairs:
+            return None
+        return torch.cat([k for k, _ in pairs], dim=0), torch.cat([v for _, v in pairs], dim=0)
 
 
 class BottleneckAdapter(Adapter):
@@ -315,6 +348,122 @@ class PromptTuning(Adapter):
 
     def forward(self) -> torch.Tensor:
         return self.prompts
+
+
+class PrefixTuning(Adapter):
+    """Learned key/value prefixes inside attention (prefix tuning, Li and Liang, 2021).
+
+    Unlike :class:`PromptTuning` nothing is added to the sequence: attention prepends the
+    P learned keys and values to its projected keys and values, so every query may also
+    attend to them, and the layer's output keeps its length.  Hosted at the ``prefix``
+    point.
+
+    Args:
+        in_dim: model width C (the attention's key/value width).
+        out_dim: must equal ``in_dim``.
+        num_prefixes: P.
+        init_std: standard deviation of the normal initialisation.
+
+    Returns (on call): (keys (P, C), values (P, C)).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int | None = None,
+        *,
+        num_prefixes: int = 25,
+        init_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        if out_dim is not None and out_dim != in_dim:
+            raise ValueError(f"PrefixTuning needs in_dim == out_dim, got {in_dim} and {out_dim}")
+        if num_prefixes <= 0:
+            raise ValueError(f"num_prefixes must be positive, got {num_prefixes}")
+        self.keys = nn.Parameter(torch.randn(num_prefixes, in_dim) * init_std)
+        self.values = nn.Parameter(torch.randn(num_prefixes, in_dim) * init_std)
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.keys, self.values
+
+
+class ConvAdapter(Adapter):
+    """The Conformer-convolution adapter (PETL-AST's "Conformer adapter"): a Conformer
+    convolution module at bottleneck width.
+
+    LayerNorm -> pointwise (C -> 2B) + GLU -> depthwise conv over the sequence (odd
+    ``kernel``, same padding) -> LayerNorm -> Swish -> pointwise (B -> C), the last zero-
+    initialised so that inserting it leaves the network unchanged.
+
+    Args:
+        in_dim: C of the input.
+        out_dim: C of the correction (normally ``in_dim``).
+        bottleneck: B.
+        kernel: depthwise kernel size (odd).
+        dropout: dropout on the output.
+
+    Shapes: (N, T, in_dim) -> (N, T, out_dim).  The convolution runs along T, whatever
+    the tokens are (frames, or a spectrogram transformer's flattened patches).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        *,
+        bottleneck: int = 64,
+        kernel: int = 31,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if kernel % 2 == 0:
+            raise ValueError(f"ConvAdapter kernel must be odd, got {kernel}")
+        self.norm = nn.LayerNorm(in_dim)
+        self.pointwise1 = nn.Linear(in_dim, 2 * bottleneck)
+        self.depthwise = nn.Conv1d(bottleneck, bottleneck, kernel, padding=kernel // 2,
+                                   groups=bottleneck)
+        self.conv_norm = nn.LayerNorm(bottleneck)
+        self.pointwise2 = nn.Linear(bottleneck, out_dim)
+        self.dropout = nn.Dropout(dropout)
+        nn.init.zeros_(self.pointwise2.weight)
+        nn.init.zeros_(self.pointwise2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.glu(self.pointwise1(self.norm(x)), dim=-1)
+        h = self.depthwise(h.transpose(1, 2)).transpose(1, 2)
+        h = torch.nn.functional.silu(self.conv_norm(h))
+        return self.dropout(self.pointwise2(h))
+
+
+ADAPTER_KINDS: dict[str, type] = {
+    "bottleneck": BottleneckAdapter,
+    "conv": ConvAdapter,
+    "lora": LoRA,
+    "prompt": PromptTuning,
+    "prefix": PrefixTuning,
+}
+"""Adapter kinds by name, for adapters described in a model config (JSON-friendly)."""
+
+
+def adapter_factory(kind: str, **options) -> AdapterFactory:
+    """``factory(in_dim, out_dim)`` building adapter ``kind`` (:data:`ADAPTER_KINDS`) with
+    ``options`` (its keyword arguments, e.g. ``bottleneck=8``).
+
+    Raises:
+        ValueError: an unknown kind or option (named).
+    """
+    import functools
+    import inspect
+
+    if kind not in ADAPTER_KINDS:
+        raise ValueError(f"unknown adapter kind {kind!r}; expected one of {sorted(ADAPTER_KINDS)}")
+    cls = ADAPTER_KINDS[kind]
+    allowed = set(inspect.signature(cls).parameters) - {"in_dim", "out_dim"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(f"adapter kind {kind!r} has no option(s) {unknown}; it takes "
+                         f"{sorted(allowed)}")
+    return functools.partial(cls, **options)
 
 
 def _adapter_parameter_ids(module: nn.Module) -> set[int]:

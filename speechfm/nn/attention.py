@@ -171,7 +171,8 @@ class MultiHeadSelfAttention(nn.Module):
                 just before ``x`` (rotary keys are stored rotated).
             pos_offset: absolute position of ``x[:, 0]`` (rotary only; relative schemes
                 need only the cache length).
-            adapters: slots offering ``attn_q``/``attn_k``/``attn_v``/``attn_out``.
+            adapters: slots offering ``attn_q``/``attn_k``/``attn_v``/``attn_out`` and
+                ``prefix`` (learned key/value prefixes).
             ctx: which adapters are active.
 
         Returns:
@@ -196,10 +197,24 @@ class MultiHeadSelfAttention(nn.Module):
             k = torch.cat((cache[0].to(k.dtype), k), dim=2)
             v = torch.cat((cache[1].to(v.dtype), v), dim=2)
         k_len = k.shape[2]
+        new_cache = (k, v)
 
         bias = self.position_bias(q, k_len, attn_mask)
         if self.pos_type == "rel_pos":
             q = q + self.pos_bias_u.to(q.dtype).unsqueeze(1)
+        prefix = adapters.kv_prefix(ctx) if adapters is not None else None
+        if prefix is not None:
+            # Prefix tuning: learned keys/values every query may attend to; they carry no
+            # position (zero positional score) and never enter the streaming cache.
+            p = prefix[0].shape[0]
+            pk = prefix[0].to(k.dtype).view(1, p, self.num_heads, self.head_dim).transpose(1, 2)
+            pv = prefix[1].to(v.dtype).view(1, p, self.num_heads, self.head_dim).transpose(1, 2)
+            k = torch.cat((pk.expand(n, -1, -1, -1), k), dim=2)
+            v = torch.cat((pv.expand(n, -1, -1, -1), v), dim=2)
+            if bias is not None:
+                bias = F.pad(bias, (p, 0), value=0.0)
+            elif attn_mask is not None:
+                attn_mask = F.pad(attn_mask, (p, 0), value=True)
         dropout = self.dropout if self.training else 0.0
         if bias is not None:
             out = _biased_attention(q, k, v, bias.to(q.dtype), dropout)
@@ -209,7 +224,7 @@ class MultiHeadSelfAttention(nn.Module):
         y = self.out_proj(out)
         if adapters is not None:
             y = adapters.add_from_input("attn_out", out, y, ctx)
-        return y, (k, v)
+        return y, new_cache
 
 
 def _biased_attention(

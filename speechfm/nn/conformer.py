@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechfm.nn.adapters import ALL_POINTS, AdapterContext, AdapterSlots
+from speechfm.nn.adapters import CONFORMER_POINTS, AdapterContext, AdapterSlots
 from speechfm.nn.attention import KVCache, MultiHeadSelfAttention
 
 __all__ = ["ConformerBlock", "ConvModule", "FeedForward"]
@@ -145,8 +145,8 @@ class ConformerBlock(nn.Module):
         eps: LayerNorm epsilon.
 
     Adapter points (see :mod:`speechfm.nn.adapters`): ``after_ffn1``, ``after_attn``,
-    ``after_conv``, ``after_ffn2``, ``after_block``, ``parallel``, ``prompt`` and
-    ``attn_q``/``attn_k``/``attn_v``/``attn_out``.
+    ``after_conv``, ``after_ffn2``, ``after_block``, ``parallel``, ``prompt``, ``prefix``
+    and ``attn_q``/``attn_k``/``attn_v``/``attn_out``.
     """
 
     def __init__(
@@ -192,7 +192,7 @@ class ConformerBlock(nn.Module):
         self.final_norm = nn.LayerNorm(dim, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.layer_drop = layer_drop
-        self.adapters = AdapterSlots(ALL_POINTS)
+        self.adapters = AdapterSlots(CONFORMER_POINTS)
 
     def _body(
         self,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from speechfm.nn.adapters import ALL_POINTS, AdapterContext, AdapterFactory, check_adapter_key
+from speechfm.nn.adapters import CONFORMER_POINTS, AdapterContext, AdapterFactory, check_adapter_key
 from speechfm.nn.conformer import ConformerBlock
 from speechfm.nn.length_adapter import LengthAdapter
 from speechfm.nn.masks import (
@@ -408,8 +408,9 @@ class ConformerEncoder(nn.Module):
         if name in self.adapter_names():
             raise ValueError(f"an adapter named {name!r} already exists")
         for point in points:
-            if point not in ALL_POINTS:
-                raise ValueError(f"unknown adapter point {point!r}; expected one of {ALL_POINTS}")
+            if point not in CONFORMER_POINTS:
+                raise ValueError(
+                    f"unknown adapter point {point!r}; expected one of {CONFORMER_POINTS}")
         indices = list(range(self.num_layers)) if layers is None else list(layers)
         for i in indices:
             if not -self.num_layers <= i < self.num_layers:
