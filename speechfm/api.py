@@ -10,6 +10,10 @@
     model.transcribe(samples, sample_rate=44100, timestamps=True)   # -> Transcript
     model.embed("a.wav", layers=(6, -1))                    # -> [(T', C), (T', C)]
 
+    tagger = speechfm.load("exp/ast_speech_commands/best")   # a classifier (ast family)
+    tagger.classify("a.wav", top_k=3)                       # -> [("yes", 0.93), ...]
+    tagger.embed("a.wav", pooled=True)                      # -> (C,) utterance embedding
+
     stream = speechfm.load("exp/transducer/final").stream()  # transducers: live audio
     for piece, rate in microphone():                         # pieces of any size and rate
         partial = stream.accept_waveform(piece, rate)       # -> text so far
@@ -19,9 +23,10 @@ A model directory (:mod:`speechfm.models.io`: ``config.json``, ``model.safetenso
 and optional parts such as ``tokenizer/``) is all :func:`load` needs, and nothing is
 unpickled; config.json's ``"family"`` picks the family from the one family table
 (:data:`speechfm.models.io.FAMILIES`). Every family can ``embed``; ASR families (those
-with a search, ``recognize``) ``transcribe``, streaming ones ``stream``. An encoder-only
-checkpoint (a pretrained or converted encoder) embeds, and ``transcribe`` says it has no
-ASR head.
+with a search, ``recognize``) ``transcribe``, streaming ones ``stream``; classifiers (a
+module with ``classify(feats, x_lens)`` and a head, e.g. the ``"ast"`` family) ``classify``
+with the class names of the directory's ``labels`` part. An encoder-only checkpoint (a
+pretrained or converted encoder) embeds, and ``transcribe`` says it has no ASR head.
 
 Audio can be a file path (anything soundfile decodes: wav, flac, ogg, mp3, ... at any
 rate), a 1-D or 2-D (channels) numpy array or torch tensor together with its sample
@@ -272,10 +277,42 @@ class SpeechModel:
     def _require_asr(self, what: str) -> None:
         if not self.can_transcribe:
             missing = "no tokenizer" if self.tokenizer is None else "no ASR search"
+            if hasattr(self.module, "classify"):
+                raise SpeechfmError(
+                    f"{self.path}: this {self.family} model is an audio classifier with no "
+                    f"ASR head ({missing}), so it cannot {what}; use classify() for its class "
+                    "scores or embed() for its embeddings")
             raise SpeechfmError(
                 f"{self.path}: this {self.family} model has no ASR head ({missing}), so it "
                 f"cannot {what}; use embed() for its encoder layers, or fine-tune it with a "
                 "CTC or transducer recipe (init_from)")
+
+    @property
+    def can_classify(self) -> bool:
+        """True for a classifier: a module with ``classify`` and a head (classes > 0)."""
+        return (hasattr(self.module, "classify")
+                and getattr(self.module, "head", True) is not None
+                and getattr(self.module, "num_classes", 1) != 0)
+
+    @property
+    def labels(self) -> list[str] | None:
+        """Class names in class order (the model directory's ``labels`` part), or None."""
+        if not hasattr(self, "_labels"):
+            from speechfm.models.io import load_part
+
+            labels = None
+            if self.path is not None:
+                parts = self.config.get("parts") if self.config else None
+                labels = load_part(self.path, "labels", self.config if parts is not None
+                                   else None)
+            if isinstance(labels, dict):  # {id: name}
+                labels = [labels[k] for k in sorted(labels, key=int)]
+            if labels is not None and (not isinstance(labels, list)
+                                       or not all(isinstance(x, str) for x in labels)):
+                raise SpeechfmError(f"{self.path}: labels.json must be a list of class names "
+                                    "in class order")
+            self._labels = labels
+        return self._labels
 
     # ------------------------------------------------------------------ properties
 
@@ -503,6 +540,61 @@ class SpeechModel:
         out = self._batches(waves, batch_size, search)
         return out[0] if single else out
 
+    def classify(
+        self,
+        audio: AudioInput | Sequence[AudioInput],
+        top_k: int | None = 5,
+        *,
+        sample_rate: int | None = None,
+        batch_size: int = 8,
+    ) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
+        """Class scores of one input or a list of inputs (audio classifiers).
+
+        Each input is classified on its own (a list is run in batches; the result does not
+        depend on the batch). A spectrogram transformer (``"ast"``) takes clips of a fixed
+        size, ``target_frames`` fbank frames (config.json; 1024 frames = 10.24 s for
+        AudioSet AST, 100 = 1 s for Speech Commands): shorter audio is padded, longer
+        audio is cut to its first ``target_frames`` frames, as AST does.
+
+        Args:
+            audio, sample_rate, batch_size: as for :meth:`transcribe`.
+            top_k: how many classes to return (at most all of them); None = all.
+
+        Returns:
+            For one input, ``[(label, score), ...]`` sorted by decreasing softmax score
+            (labels from the model directory's ``labels`` part, class indices as strings
+            without one); for a list of inputs, a list of those in input order.
+
+        Raises:
+            SpeechfmError: the model has no classifier head.
+            AudioError: as for :meth:`transcribe`.
+        """
+        if not self.can_classify:
+            what = ("has no classifier head (num_classes 0: a backbone; fine-tune one or "
+                    "use embed())" if hasattr(self.module, "classify")
+                    else "is not a classifier (use transcribe() or embed())")
+            raise SpeechfmError(f"{self.path}: this {self.family} model {what}, so it "
+                                "cannot classify")
+        if top_k is not None and (isinstance(top_k, bool) or int(top_k) < 1):
+            raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+        labels = self.labels
+        waves, single = self._inputs(audio, sample_rate)
+
+        def scores(feats: torch.Tensor, feat_lens: torch.Tensor) -> list[Any]:
+            logits = self.module.classify(feats, feat_lens)
+            probs = torch.softmax(logits.float(), dim=-1).cpu()
+            k = probs.shape[-1]
+            if labels is not None and len(labels) != k:
+                raise SpeechfmError(f"{self.path}: {len(labels)} labels for a model with {k} "
+                                    "classes")
+            top = probs.topk(k if top_k is None else min(int(top_k), k), dim=-1)
+            names = labels if labels is not None else [str(i) for i in range(k)]
+            return [[(names[i], float(p)) for p, i in zip(ps.tolist(), ids.tolist(), strict=True)]
+                    for ps, ids in zip(top.values, top.indices, strict=True)]
+
+        out = self._batches(waves, batch_size, scores)
+        return out[0] if single else out
+
     def embed(
         self,
         audio: AudioInput | Sequence[AudioInput],
@@ -511,7 +603,8 @@ class SpeechModel:
         layers: Sequence[int] = (-1,),
         as_dict: bool = False,
         batch_size: int = 8,
-    ) -> list[torch.Tensor] | dict[int, torch.Tensor] | list[Any]:
+        pooled: bool = False,
+    ) -> list[torch.Tensor] | dict[int, torch.Tensor] | torch.Tensor | list[Any]:
         """Encoder layer outputs of one input or a list of inputs.
 
         Args:
@@ -520,17 +613,28 @@ class SpeechModel:
                 ``i`` the output of block ``i``, negative counts from the end (-1 = last).
             as_dict: return ``{layer: tensor}`` (keys as given) instead of a list.
             batch_size: inputs per forward pass.
+            pooled: return one (C,) utterance embedding per input instead: the model's
+                own (``module.embedding``; the ``"ast"`` family: the mean of its CLS and
+                distillation tokens after the final norm, what its classifier reads), or
+                for a family without one the mean of the last layer over the input's
+                frames. ``layers``/``as_dict`` must stay at their defaults.
 
         Returns:
             Per input, a list (in ``layers`` order) of float32 CPU tensors (T', C), T'
-            being the input's encoder frames (``frame_shift_s`` apart); or the dict. For a
-            list of inputs, a list of those.
+            being the input's encoder frames (``frame_shift_s`` apart; for the ``"ast"``
+            family the P patch tokens of the fixed-size input, time-major); or the dict;
+            or with ``pooled`` a (C,) tensor. For a list of inputs, a list of those.
         """
         if isinstance(layers, int):
             layers = (layers,)
         layers = tuple(int(i) for i in layers)
         if not layers:
             raise ValueError("layers must name at least one encoder layer")
+        if pooled:
+            if layers != (-1,) or as_dict:
+                raise ValueError("pooled=True returns one utterance embedding per input; "
+                                 "leave layers and as_dict at their defaults")
+            return self._embed_pooled(audio, sample_rate, batch_size)
         waves, single = self._inputs(audio, sample_rate)
 
         def encode(feats: torch.Tensor, feat_lens: torch.Tensor) -> list[Any]:
@@ -545,6 +649,23 @@ class SpeechModel:
             return rows
 
         out = self._batches(waves, batch_size, encode)
+        return out[0] if single else out
+
+    def _embed_pooled(self, audio: Any, sample_rate: int | None, batch_size: int) -> Any:
+        waves, single = self._inputs(audio, sample_rate)
+        own = getattr(self.module, "embedding", None)
+
+        def pool(feats: torch.Tensor, feat_lens: torch.Tensor) -> list[torch.Tensor]:
+            if own is not None:
+                emb = own(feats, feat_lens)
+            else:
+                _, _, (last,) = self.module.encode(feats, feat_lens, return_layers=(-1,))
+                lens = self.module.encoder.layer_lengths(feat_lens).to(last.device)
+                valid = torch.arange(last.shape[1], device=last.device)[None, :] < lens[:, None]
+                emb = (last * valid[..., None]).sum(1) / lens.clamp(min=1)[:, None]
+            return [row.to("cpu", torch.float32, copy=True) for row in emb]
+
+        out = self._batches(waves, batch_size, pool)
         return out[0] if single else out
 
     def stream(

@@ -5,11 +5,20 @@
 Without ``--to``, SRC is another toolkit's checkpoint directory and DST becomes a
 speechfm model directory (``speechfm.load(DST)``). The source format is read from SRC's
 config.json: a transformers ``save_pretrained`` directory is known by its
-``"model_type"``, looked up in :data:`CONVERTERS`.
+``"model_type"``, looked up in :data:`CONVERTERS`:
+
+- ``wav2vec2-bert`` (``Wav2Vec2BertModel`` and its task models): an ``"encoder"`` model
+  directory (the encoder alone);
+- ``audio-spectrogram-transformer`` (``ASTModel`` / ``ASTForAudioClassification``): an
+  ``"ast"`` model directory, the classifier and its ``id2label`` included
+  (``speechfm.load(DST).classify(audio)``).
 
 With ``--to FORMAT``, SRC is a speechfm model directory and DST is written in FORMAT:
 the family's interop module (``speechfm.models.io.get_family(family).interop``) provides
-the function :data:`EXPORTERS` names for FORMAT, e.g. ``convert_to_hf_dir(src, dst)``.
+the function :data:`EXPORTERS` names for FORMAT, e.g. ``convert_to_hf_dir(src, dst)``:
+``--to hf`` writes a ``Wav2Vec2BertModel`` (the encoder of the Conformer families) or an
+``ASTForAudioClassification`` / ``ASTModel`` with its ``preprocessor_config.json`` (the
+``"ast"`` family).
 
 New formats are added to these tables (or, for a new model family, as its ``interop``
 module), never as new commands. DST must not exist unless ``--force`` is given.
@@ -28,6 +37,7 @@ from speechfm.errors import DataError, SpeechfmError
 
 CONVERTERS: dict[str, str] = {
     "wav2vec2-bert": "speechfm.models.conformer.interop:convert_from_hf_dir",
+    "audio-spectrogram-transformer": "speechfm.models.ast.interop:convert_hf_dir",
 }
 """transformers ``model_type`` -> ``"module:function"`` converting such a ``save_pretrained``
 directory into a speechfm model directory: ``function(src_dir, dst_dir) -> Path``."""
@@ -41,11 +51,14 @@ EXPORTERS: dict[str, str] = {
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "convert",
-        help="convert a transformers checkpoint to a speechfm model directory, or back (--to)",
+        help="convert a transformers checkpoint (w2v-BERT, AST) to a speechfm model "
+        "directory, or back (--to)",
         description="Convert another toolkit's checkpoint directory (a transformers "
         "save_pretrained directory; model types: " + ", ".join(sorted(CONVERTERS)) + ") "
         "into a speechfm model directory, or with --to a speechfm model directory into "
-        "another format.",
+        "another format (--to hf: a Wav2Vec2BertModel for the Conformer families' "
+        "encoder, an ASTForAudioClassification / ASTModel plus preprocessor_config.json "
+        "for the ast family).",
     )
     p.add_argument("src", metavar="SRC", help="directory to convert")
     p.add_argument("dst", metavar="DST", help="directory to write (must not exist)")

@@ -124,7 +124,22 @@ def _w2v_bert() -> ModelFamily:
                        interop="speechfm.models.conformer.interop")
 
 
+def _ast() -> ModelFamily:
+    from speechfm.models.ast import AstModelConfig, create_ast_model
+
+    return ModelFamily("ast", AstModelConfig, create_ast_model,
+                       interop="speechfm.models.ast.interop")
+
+
+def _asit() -> ModelFamily:
+    from speechfm.models.asit import AsitModelConfig, create_asit_model
+
+    return ModelFamily("asit", AsitModelConfig, create_asit_model)
+
+
 FAMILIES: dict[str, Callable[[], ModelFamily]] = {
+    "asit": _asit,
+    "ast": _ast,
     "ctc": _ctc,
     "transducer": _transducer,
     "encoder": _encoder,

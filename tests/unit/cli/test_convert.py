@@ -163,9 +163,9 @@ def test_errors(tmp_path, capsys):
 
     other = tmp_path / "ast"
     other.mkdir()
-    (other / "config.json").write_text(json.dumps({"model_type": "audio-spectrogram-transformer"}))
+    (other / "config.json").write_text(json.dumps({"model_type": "whisper"}))
     _fail(capsys, ["convert", str(other), str(tmp_path / "x")],
-          "no converter for transformers model_type 'audio-spectrogram-transformer'",
+          "no converter for transformers model_type 'whisper'",
           "wav2vec2-bert")
     (other / "config.json").write_text(json.dumps({"hello": 1}))
     _fail(capsys, ["convert", str(other), str(tmp_path / "x")], "neither a speechfm",
