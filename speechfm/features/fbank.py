@@ -265,10 +265,17 @@ def compute_fbank(samples, sample_rate: int, config: FbankConfig | None = None) 
     return np.stack([online.get_frame(i) for i in range(n)]).astype(np.float32, copy=False)
 
 
+_TORCH_FBANKS: dict[str, TorchFbank] = {}
+
+
 def _torch_fbank_one(x: np.ndarray, config: FbankConfig) -> np.ndarray:
     """One utterance through :class:`TorchFbank` (float64 inside, so it matches knf where
     knf works), as float32 (T, C)."""
-    fb = TorchFbank(dataclasses.replace(config, waveform_scale=1.0, compute_dtype="float64"))
+    key = repr(config)
+    fb = _TORCH_FBANKS.get(key)
+    if fb is None:  # the mel banks and window are built once per configuration
+        fb = TorchFbank(dataclasses.replace(config, waveform_scale=1.0, compute_dtype="float64"))
+        _TORCH_FBANKS[key] = fb
     with torch.no_grad():
         feats, lens = fb(torch.from_numpy(x).unsqueeze(0))
     return feats[0, : int(lens[0])].numpy().astype(np.float32, copy=False)
