@@ -384,21 +384,32 @@ class AstModel(nn.Module):
         return self.head(self.head_dropout(self.embedding(feats, x_lens, **kwargs))).float()
 
     def forward(self, batch: Mapping[str, Any], **kwargs: Any) -> tuple[torch.Tensor, int, dict]:
-        """Cross-entropy of ``batch["targets"]`` (int64 (N,) class ids), summed.
+        """Cross-entropy of ``batch["targets"]``, summed over the batch.
+
+        ``targets`` are int64 (N,) class ids, or float (N, K) class distributions (mixup:
+        soft targets; "correct" then counts the argmax of the distribution).
 
         Returns ``(loss_sum, N, {"correct": number right})``.
         """
         device = self.encoder.pos_embed.device
         feats = batch["features"].to(device)
         x_lens = batch["x_lens"].to(device)
-        targets = torch.as_tensor(batch["targets"], dtype=torch.int64, device=device)
+        targets = torch.as_tensor(batch["targets"], device=device)
         if feats.shape[0] == 0:
             zero = feats.sum() * 0.0
             return zero, 0, {"correct": 0.0}
         logits = self.classify(feats, x_lens, **kwargs)
-        loss = F.cross_entropy(logits, targets, reduction="sum")
-        correct = float((logits.argmax(-1) == targets).sum())
-        return loss, int(targets.numel()), {"correct": correct}
+        if targets.is_floating_point():
+            if targets.shape != logits.shape:
+                raise ValueError(f"soft targets of shape {tuple(targets.shape)} for logits "
+                                 f"{tuple(logits.shape)}")
+            loss = -(targets * torch.log_softmax(logits, dim=-1)).sum()
+            hard = targets.argmax(-1)
+        else:
+            hard = targets.long()
+            loss = F.cross_entropy(logits, hard, reduction="sum")
+        correct = float((logits.argmax(-1) == hard).sum())
+        return loss, int(hard.numel()), {"correct": correct}
 
 
 def create_ast_model(config) -> AstModel:
