@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,16 +72,6 @@ def _resolve(spec: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: cannot read ({e})") from e
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def _known() -> str:
     return (f"transformers model types {', '.join(sorted(CONVERTERS))} -> speechfm; "
             f"speechfm model directories -> {', '.join(sorted(EXPORTERS))} with --to")
@@ -94,7 +83,7 @@ def converter_for(src: Path, to: str | None) -> Callable[[Path, Path], Path]:
     Raises:
         DataError: ``src`` is missing, of an unknown format, or not convertible that way.
     """
-    from speechfm.models.io import CONFIG_FILE, get_family, read_model_config
+    from speechfm.models.io import CONFIG_FILE, get_family, read_json_object, read_model_config
 
     if not src.exists():
         raise DataError(f"{src}: does not exist")
@@ -104,7 +93,7 @@ def converter_for(src: Path, to: str | None) -> Callable[[Path, Path], Path]:
     if not (src / CONFIG_FILE).is_file():
         raise DataError(f"{src}: no {CONFIG_FILE}, so neither a speechfm model directory nor "
                         f"a transformers save_pretrained directory (this converts: {_known()})")
-    raw = _read_json(src / CONFIG_FILE)
+    raw = read_json_object(src / CONFIG_FILE)
     model_type = raw.get("model_type")
     if model_type is not None:  # transformers: speechfm's config.json never has one
         if to is not None:

@@ -24,8 +24,8 @@ transformers' ``SeamlessM4TFeatureExtractor`` does).
 
 from __future__ import annotations
 
-import math
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np

@@ -68,6 +68,7 @@ __all__ = [
     "load_model_dir",
     "load_part",
     "read_encoder_config",
+    "read_json_object",
     "read_model_config",
     "register_family",
     "save_model_dir",
@@ -189,6 +190,22 @@ def _load_tokenizer(path: Path) -> Any:
 
 def _save_json(value: Any, path: Path) -> None:
     path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON file holding an object (a config.json, an index).
+
+    Raises:
+        DataError: unreadable, not JSON, or not an object (the path is named).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from e
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _load_json(path: Path) -> Any:

@@ -34,7 +34,7 @@ default, a subset by name, and language-keyed ones only for the batch's language
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +55,7 @@ __all__ = [
     "check_adapter_key",
     "count_parameters",
     "freeze_all_but_adapters",
+    "insert_adapters",
 ]
 
 AdapterFactory = Callable[[int, int], nn.Module]
@@ -464,6 +465,56 @@ def adapter_factory(kind: str, **options) -> AdapterFactory:
         raise ValueError(f"adapter kind {kind!r} has no option(s) {unknown}; it takes "
                          f"{sorted(allowed)}")
     return functools.partial(cls, **options)
+
+
+def insert_adapters(
+    blocks: Sequence[nn.Module],
+    name: str,
+    factory: AdapterFactory,
+    *,
+    dim: int,
+    points: Sequence[str],
+    allowed: Sequence[str],
+    layers: Iterable[int] | None = None,
+    languages: Iterable[str] | None = None,
+) -> None:
+    """Insert adapters ``factory(dim, dim)`` named ``name`` into the ``adapters`` slots of
+    ``blocks`` (what an encoder's ``add_adapter`` does).
+
+    Args:
+        blocks: layers owning an :class:`AdapterSlots` as ``.adapters``.
+        name: adapter name, unique among the blocks.
+        factory: see the module doc.
+        dim: the blocks' width.
+        points: insertion points, each one of ``allowed`` (the blocks' points).
+        layers: block indices (0-based, negative from the end); None = all.
+        languages: one adapter per language, active only for that language; None = one
+            language-independent adapter.
+
+    Raises:
+        ValueError: a bad name/language, an existing name, an unknown point or layer.
+    """
+    check_adapter_key("name", name)
+    langs: list[str | None] = [None] if languages is None else list(languages)
+    for lang in langs:
+        if lang is not None:
+            check_adapter_key("language", lang)
+    if any(name in block.adapters.names() for block in blocks):
+        raise ValueError(f"an adapter named {name!r} already exists")
+    for point in points:
+        if point not in allowed:
+            raise ValueError(f"unknown adapter point {point!r}; expected one of {tuple(allowed)}")
+    n = len(blocks)
+    indices = list(range(n)) if layers is None else list(layers)
+    for i in indices:
+        if not -n <= i < n:
+            raise ValueError(f"layer {i} out of range for {n} blocks")
+    ref = next(iter(blocks[0].parameters()))
+    for i in indices:
+        for point in points:
+            for lang in langs:
+                module = factory(dim, dim).to(device=ref.device, dtype=ref.dtype)
+                blocks[i].adapters.add(point, name, module, lang)
 
 
 def _adapter_parameter_ids(module: nn.Module) -> set[int]:

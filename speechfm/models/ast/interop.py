@@ -73,6 +73,7 @@ import torch
 
 from speechfm.errors import DataError
 from speechfm.models.ast.config import AUDIOSET_MEAN, AUDIOSET_STD, AstModelConfig, ast_fbank
+from speechfm.models.io import read_json_object
 
 __all__ = [
     "HF_MODEL_TYPE",
@@ -483,16 +484,6 @@ def _list(names: Sequence[str], limit: int = 6) -> str:
 # ----------------------------------------------------------------------------- directories
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: cannot read ({e})") from e
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def read_hf_weights(src: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a ``save_pretrained`` directory: ``model.safetensors`` (or its
     sharded index), else ``pytorch_model.bin`` (or its index) through
@@ -521,7 +512,7 @@ def read_hf_weights(src: str | os.PathLike) -> dict[str, torch.Tensor]:
         if (src / single).is_file():
             return load(src / single)
         if (src / index).is_file():
-            weight_map = _read_json(src / index).get("weight_map") or {}
+            weight_map = read_json_object(src / index).get("weight_map") or {}
             state: dict[str, torch.Tensor] = {}
             for shard in sorted(set(weight_map.values())):
                 state.update(load(src / shard))
@@ -565,9 +556,9 @@ def convert_hf_dir(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     from speechfm.models.io import save_model_dir
 
     src = Path(src)
-    hf_config = _read_json(src / "config.json")
+    hf_config = read_json_object(src / "config.json")
     fe_file = src / "preprocessor_config.json"
-    fe = _read_json(fe_file) if fe_file.is_file() else None
+    fe = read_json_object(fe_file) if fe_file.is_file() else None
     state = read_hf_weights(src)
     head = "classifier.dense.weight" in state
     if not head and any(k.startswith("classifier.") for k in state):

@@ -31,7 +31,7 @@ from speechfm.nn.adapters import (
     TRANSFORMER_POINTS,
     AdapterContext,
     AdapterFactory,
-    check_adapter_key,
+    insert_adapters,
 )
 from speechfm.nn.subsampling import PatchEmbedding
 from speechfm.nn.transformer import TransformerBlock
@@ -296,21 +296,8 @@ class SpectrogramTransformer(nn.Module):
         """Insert adapters built by ``factory(dim, dim)`` into the blocks (same contract as
         :meth:`speechfm.models.conformer.ConformerEncoder.add_adapter`; points from
         :data:`speechfm.nn.adapters.TRANSFORMER_POINTS`)."""
-        check_adapter_key("name", name)
-        if name in self.adapter_names():
-            raise ValueError(f"an adapter named {name!r} already exists")
-        for point in points:
-            if point not in TRANSFORMER_POINTS:
-                raise ValueError(
-                    f"unknown adapter point {point!r}; expected one of {TRANSFORMER_POINTS}")
-        langs: list[str | None] = [None] if languages is None else list(languages)
-        indices = list(range(self.num_layers)) if layers is None else list(layers)
-        ref = self.pos_embed
-        for i in indices:
-            for point in points:
-                for lang in langs:
-                    module = factory(self.dim, self.dim).to(device=ref.device, dtype=ref.dtype)
-                    self.blocks[i].adapters.add(point, name, module, lang)
+        insert_adapters(self.blocks, name, factory, dim=self.dim, points=points,
+                        allowed=TRANSFORMER_POINTS, layers=layers, languages=languages)
 
     def remove_adapter(self, name: str) -> int:
         return sum(block.adapters.remove(name) for block in self.blocks)

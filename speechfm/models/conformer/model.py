@@ -9,7 +9,12 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from speechfm.nn.adapters import CONFORMER_POINTS, AdapterContext, AdapterFactory, check_adapter_key
+from speechfm.nn.adapters import (
+    CONFORMER_POINTS,
+    AdapterContext,
+    AdapterFactory,
+    insert_adapters,
+)
 from speechfm.nn.conformer import ConformerBlock
 from speechfm.nn.length_adapter import LengthAdapter
 from speechfm.nn.masks import (
@@ -400,27 +405,8 @@ class ConformerEncoder(nn.Module):
             languages: build one adapter per language, active only when forward's
                 ``language`` matches; None = one language-independent adapter.
         """
-        check_adapter_key("name", name)
-        langs: list[str | None] = [None] if languages is None else list(languages)
-        for lang in langs:
-            if lang is not None:
-                check_adapter_key("language", lang)
-        if name in self.adapter_names():
-            raise ValueError(f"an adapter named {name!r} already exists")
-        for point in points:
-            if point not in CONFORMER_POINTS:
-                raise ValueError(
-                    f"unknown adapter point {point!r}; expected one of {CONFORMER_POINTS}")
-        indices = list(range(self.num_layers)) if layers is None else list(layers)
-        for i in indices:
-            if not -self.num_layers <= i < self.num_layers:
-                raise ValueError(f"layer {i} out of range for {self.num_layers} blocks")
-        ref = next(self.parameters())
-        for i in indices:
-            for point in points:
-                for lang in langs:
-                    module = factory(self.dim, self.dim).to(device=ref.device, dtype=ref.dtype)
-                    self.blocks[i].adapters.add(point, name, module, lang)
+        insert_adapters(self.blocks, name, factory, dim=self.dim, points=points,
+                        allowed=CONFORMER_POINTS, layers=layers, languages=languages)
 
     def remove_adapter(self, name: str) -> int:
         """Remove every adapter called ``name``; returns how many modules went."""
