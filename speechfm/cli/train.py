@@ -41,6 +41,10 @@ def register(subparsers) -> None:
     p.set_defaults(func=_train)
 
 
+_SIZE_PREFIX_RECIPES = {"ast": "ast_adapters"}
+"""Model-size prefixes whose recipe has another name (ast_tiny -> recipes/ast_adapters)."""
+
+
 def recipe_script(config: str, recipe: str | None, overrides: list[str]) -> Path:
     """recipes/<name>/train.py for a config (``--recipe`` or its model_size's prefix).
 
@@ -54,6 +58,7 @@ def recipe_script(config: str, recipe: str | None, overrides: list[str]) -> Path
         if not isinstance(size, str) or "_" not in size:
             raise SpeechfmError(f"{config}: no model_size to pick the recipe from; pass --recipe NAME")
         recipe = size.split("_", 1)[0]
+        recipe = _SIZE_PREFIX_RECIPES.get(recipe, recipe)
     script = RECIPES_DIR / recipe / "train.py"
     if not script.is_file():
         known = sorted(p.name for p in RECIPES_DIR.glob("*") if (p / "train.py").is_file())

@@ -21,16 +21,27 @@ from collections.abc import Iterable
 
 from speechfm.errors import DataError
 
+LABEL_FIELDS = ("text", "speaker")
+"""What a cut's class label can be."""
 
-def cut_label(cut) -> str:
-    """The class label of a cut: the text of its single supervision."""
+
+def cut_label(cut, label_field: str = "text") -> str:
+    """The class label of a cut: its single supervision's text (``label_field="text"``:
+    keywords, digits) or speaker (``"speaker"``: speaker identification).
+
+    Raises:
+        DataError: not exactly one supervision, or an empty label (the cut is named).
+        ValueError: an unknown ``label_field``.
+    """
+    if label_field not in LABEL_FIELDS:
+        raise ValueError(f"label_field must be one of {LABEL_FIELDS}, got {label_field!r}")
     sups = cut.supervisions
     if len(sups) != 1:
         raise DataError(f"cut {cut.id}: expected exactly one supervision (the label), found {len(sups)}")
-    text = sups[0].text
-    if not text:
-        raise DataError(f"cut {cut.id}: its supervision has no text (label)")
-    return text
+    value = getattr(sups[0], label_field)
+    if not value:
+        raise DataError(f"cut {cut.id}: its supervision has no {label_field} (label)")
+    return str(value).strip()
 
 
 def label_counts(cuts) -> dict[str, int]:

@@ -16,29 +16,11 @@ from typing import Any
 
 import torch
 
+from speechfm.data.subsets import LABEL_FIELDS, cut_label
 from speechfm.errors import DataError
 
 __all__ = ["LABEL_FIELDS", "classify_manifest", "cut_label", "evaluate_classifier",
            "label_ids"]
-
-LABEL_FIELDS = ("text", "speaker")
-
-
-def cut_label(cut, label_field: str = "text") -> str:
-    """The reference label of a cut (its first supervision's text or speaker).
-
-    Raises:
-        DataError: the cut has no supervision or no such field (named).
-    """
-    if label_field not in LABEL_FIELDS:
-        raise ValueError(f"label_field must be one of {LABEL_FIELDS}, got {label_field!r}")
-    if not cut.supervisions:
-        raise DataError(f"cut {cut.id}: no supervision, so no {label_field} label")
-    value = getattr(cut.supervisions[0], label_field)
-    if not value:
-        raise DataError(f"cut {cut.id}: empty {label_field} label")
-    return str(value).strip()
-
 
 def label_ids(values: Sequence[str], labels: Sequence[str], cut_ids: Sequence[str]) -> list[int]:
     """Class ids of ``values``; an unknown label is an error naming its cut."""
