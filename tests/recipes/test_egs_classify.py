@@ -31,7 +31,7 @@ def kws_run(repo_root, tmp_path_factory):
            "--mcl-utts", "3", "--pool-windows", "20", "--asit-args", ASIT_ARGS,
            "--ft-args", FT_ARGS, "--methods", "linear adapter_houlsby_par",
            "--best-adapter", "adapter_houlsby_par", "--shots", "1",
-           "--fewshot-methods", "linear", "--fewshot-steps", "2",
+           "--fewshot-methods", "linear", "--fewshot-steps", "2", "--long-steps", "2",
            "--results-md", str(root / "RESULTS.md")]
     res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1200)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -58,10 +58,10 @@ def test_kws_splits_pool_and_models(kws_run):
     assert not test_ids & {c["id"] for c in pool}  # never test audio
     for name in ("asit", "asit_recon", "asit_recon_local"):
         assert (exp / name / "final" / "config.json").is_file()
-    for run in ("petl/linear", "petl/adapter_houlsby_par", "scratch/full",
+    for run in ("petl/linear", "petl/adapter_houlsby_par", "scratch/full_lr1e-3",
                 "scratch/adapter_houlsby_par", "fewshot/1shot_linear",
                 "fewshot/1shot_adapter_houlsby_par", "ablation/asit_recon_linear",
-                "ablation/asit_recon_local_full"):
+                "ablation/asit_recon_local_full_lr1e-3", "long/full_lr1e-3"):
         results = json.loads((exp / run / "test" / "results.json").read_text())
         assert results["num_utts"] == len(test_ids)
     summary = json.loads((exp / "petl" / "linear" / "train_summary.json").read_text())
@@ -92,11 +92,11 @@ def test_fsdd_classify_uses_the_kws_backbones(kws_run, repo_root):
     (kws_dir / "local").symlink_to(repo_root / "egs" / "speech_commands" / "kws" / "local")
     cmd = ["bash", str(fsdd / "run.sh"), "--data-dir", str(out / "data"), "--exp-dir",
            str(out / "exp"), "--kws", str(kws_dir), "--ft-args", FT_ARGS, "--tasks", "speaker",
-           "--methods", "full", "--results-md", str(out / "RESULTS.md")]
+           "--methods", "full_lr1e-3", "--results-md", str(out / "RESULTS.md")]
     res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     for init in ("asit", "random_init"):
-        results = json.loads((out / "exp" / "speaker" / f"{init}_full" / "test" /
+        results = json.loads((out / "exp" / "speaker" / f"{init}_full_lr1e-3" / "test" /
                               "results.json").read_text())
         assert results["num_utts"] == 300
     text = (out / "RESULTS.md").read_text()

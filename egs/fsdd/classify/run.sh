@@ -3,7 +3,7 @@
 # spectrogram transformer: speaker identification (every speaker in every split, split by
 # take: 0-39 train, 40-44 dev, 45-49 test) and digit classification (speaker-disjoint:
 # dev nicolas, test theo + yweweler). ASiT-pretrained vs random initialisation, for full
-# fine-tuning and the best KWS adapter -> RESULTS.md.
+# fine-tuning and the KWS recipe's best adapter -> RESULTS.md.
 #
 #   ./run.sh                       # needs (and if missing runs) the KWS pretraining:
 #                                  # ../../speech_commands/kws/run.sh --stop-stage 2
@@ -28,7 +28,8 @@ fsdd_root=
 ft_conf=conf/finetune.yaml
 ft_args=
 tasks="speaker digit"
-methods="full adapter_houlsby_par"
+methods="full_lr1e-3 auto"   # auto: the KWS recipe's best adapter on its dev set
+adapter_methods="adapter_pfeiffer_seq adapter_pfeiffer_par adapter_houlsby_seq adapter_houlsby_par conv_adapter lora prompt prefix"
 results_md=RESULTS.md
 . ../../utils/parse_options.sh
 . ../../utils/log.sh
@@ -56,6 +57,11 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  if [[ " $methods " == *" auto "* ]]; then
+    best=$(python "$kws/local/best_method.py" --exp-group "$kws/exp/petl" --methods "$adapter_methods")
+    log "Stage 2: the KWS recipe's best adapter on its dev set: $best"
+    methods=$(echo " $methods " | sed "s/ auto / $best /")
+  fi
   for task in $tasks; do
     field=text
     [ "$task" = speaker ] && field=speaker

@@ -18,12 +18,14 @@
 #      ablation (reconstruction only; + local) at the same budget -> EXP/asit_recon,
 #      EXP/asit_recon_local; a random-weight twin of the backbone -> EXP/random_init
 #   3  PETL matrix on the ASiT backbone, full training split (recipes/ast_adapters,
-#      --ft-conf): every method in --methods -> EXP/petl/<method>
-#   4  the same recipe from the random twin (scratch): full fine-tuning and --best-adapter
+#      --ft-conf): every method in --methods -> EXP/petl/<method>; --long-method again
+#      with --long-steps updates -> EXP/long/<method>
+#   4  the same recipe from the random twin (scratch): full fine-tuning (lr 1e-3) and
+#      --best-adapter
 #      -> EXP/scratch/<method>
 #   5  few-shot: --shots examples per class, --fewshot-methods, ASiT backbone
 #      -> EXP/fewshot/<k>shot_<method>
-#   6  loss ablation: a linear probe and full fine-tuning of each ablation backbone
+#   6  loss ablation: a linear probe and full fine-tuning (lr 1e-3) of each ablation backbone
 #      -> EXP/ablation/<backbone>_<method>
 #   7  test-set scoring of every model (speechfm classify) -> <model>/test/results.json
 #   8  the tables -> RESULTS.md (local/write_results.py); a real clip through
@@ -47,11 +49,15 @@ asit_conf=conf/asit.yaml
 asit_args=           # extra key=value overrides of the ASiT runs
 ft_conf=conf/finetune.yaml
 ft_args=             # extra key=value overrides of every classification run
-methods="linear full bitfit adapter_pfeiffer_seq adapter_pfeiffer_par adapter_houlsby_seq adapter_houlsby_par conv_adapter lora prompt prefix"
-best_adapter=adapter_houlsby_par  # the PETL method repeated from scratch and few-shot
+methods="linear full full_lr1e-3 bitfit adapter_pfeiffer_seq adapter_pfeiffer_par adapter_houlsby_seq adapter_houlsby_par conv_adapter lora prompt prefix"
+best_adapter=auto   # the PETL method repeated from scratch and few-shot; auto = the
+                     # adapter-type method of stage 3 with the best dev accuracy
+adapter_methods="adapter_pfeiffer_seq adapter_pfeiffer_par adapter_houlsby_seq adapter_houlsby_par conv_adapter lora prompt prefix"
 shots="1 5 10"
-fewshot_methods="linear full"
+fewshot_methods="linear full_lr1e-3"
 fewshot_steps=300
+long_method=full_lr1e-3  # stage 3 also trains this method for --long-steps updates
+long_steps=3000
 results_md=RESULTS.md
 . ../../utils/parse_options.sh
 . ../../utils/log.sh
@@ -132,10 +138,19 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   for m in $methods; do
     finetune "$exp/petl/$m" "$exp/asit/final" "$data/sc12/cuts_train.jsonl.gz" 3 "$m" ""
   done
+  if [ -n "$long_method" ]; then
+    finetune "$exp/long/$long_method" "$exp/asit/final" "$data/sc12/cuts_train.jsonl.gz" 3 \
+      "$long_method" "max_steps=$long_steps valid_every=500 save_every=500"
+  fi
+fi
+
+if [ "$best_adapter" = auto ] && [ $stop_stage -ge 4 ]; then
+  best_adapter=$(python local/best_method.py --exp-group "$exp/petl" --methods "$adapter_methods")
+  log "best adapter on dev (stage 3): $best_adapter"
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  for m in full $best_adapter; do
+  for m in full_lr1e-3 $best_adapter; do
     finetune "$exp/scratch/$m" "$exp/random_init" "$data/sc12/cuts_train.jsonl.gz" 4 "$m" ""
   done
 fi
@@ -152,7 +167,7 @@ fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   for b in asit_recon asit_recon_local; do
-    for m in linear full; do
+    for m in linear full_lr1e-3; do
       finetune "$exp/ablation/${b}_$m" "$exp/$b/final" "$data/sc12/cuts_train.jsonl.gz" 6 "$m" ""
     done
   done

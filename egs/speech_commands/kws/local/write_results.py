@@ -133,6 +133,12 @@ def main() -> int:
     lines, miss = petl_table(exp, "petl", methods)
     out += lines + [""]
     missing += miss
+    long_runs = sorted(p.name for p in (exp / "long").glob("*") if p.is_dir())
+    if long_runs:
+        lines, miss = petl_table(exp, "long", long_runs)
+        out += ["The same recipe with a longer budget (every other setting as above):", ""]
+        out += lines + [""]
+        missing += miss
 
     out += ["## 2. ASiT-pretrained vs random (scratch) initialisation", "",
             "| method | ASiT backbone: dev / test acc % | random backbone: dev / test acc % |",
@@ -162,7 +168,7 @@ def main() -> int:
 
     out += ["## 4. ASiT loss ablation (same pretraining budget; then the same fine-tuning)", "",
             "| pretraining losses | final dev loss terms | linear probe test acc % "
-            "| full fine-tuning test acc % |", "|---|---|---:|---:|"]
+            "| full fine-tuning (lr 1e-3) test acc % |", "|---|---|---:|---:|"]
     for b, name in BACKBONES.items():
         s = _json(exp / b / "train_summary.json")
         if s is None:
@@ -172,7 +178,7 @@ def main() -> int:
         terms = ", ".join(f"{k} {v[k]:.3f}" for k in ("recon_loss", "local_loss", "global_loss")
                           if k in v)
         cells = []
-        for m in ("linear", "full"):
+        for m in ("linear", "full_lr1e-3"):
             run = exp / ("petl" if b == "asit" else "ablation") / (m if b == "asit" else f"{b}_{m}")
             r = run_row(run)
             cells.append("–" if r is None else f"{r['test']:.1f}")
