@@ -92,7 +92,7 @@ def test_fsdd_classify_uses_the_kws_backbones(kws_run, repo_root):
     (kws_dir / "local").symlink_to(repo_root / "egs" / "speech_commands" / "kws" / "local")
     cmd = ["bash", str(fsdd / "run.sh"), "--data-dir", str(out / "data"), "--exp-dir",
            str(out / "exp"), "--kws", str(kws_dir), "--ft-args", FT_ARGS, "--tasks", "speaker",
-           "--methods", "full_lr1e-3", "--results-md", str(out / "RESULTS.md")]
+           "--speaker-methods", "full_lr1e-3", "--results-md", str(out / "RESULTS.md")]
     res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     for init in ("asit", "random_init"):

@@ -3,7 +3,8 @@
 # spectrogram transformer: speaker identification (every speaker in every split, split by
 # take: 0-39 train, 40-44 dev, 45-49 test) and digit classification (speaker-disjoint:
 # dev nicolas, test theo + yweweler). ASiT-pretrained vs random initialisation, for full
-# fine-tuning and the KWS recipe's best adapter -> RESULTS.md.
+# fine-tuning and the KWS recipe's best adapter (speakers), full fine-tuning (digits)
+# -> RESULTS.md.
 #
 #   ./run.sh                       # needs (and if missing runs) the KWS pretraining:
 #                                  # ../../speech_commands/kws/run.sh --stop-stage 2
@@ -28,7 +29,8 @@ fsdd_root=
 ft_conf=conf/finetune.yaml
 ft_args=
 tasks="speaker digit"
-methods="full_lr1e-3 auto"   # auto: the KWS recipe's best adapter on its dev set
+speaker_methods="full_lr1e-3 auto"   # auto: the KWS recipe's best adapter on its dev set
+digit_methods="full_lr1e-3"
 adapter_methods="adapter_pfeiffer_seq adapter_pfeiffer_par adapter_houlsby_seq adapter_houlsby_par conv_adapter lora prompt prefix"
 results_md=RESULTS.md
 . ../../utils/parse_options.sh
@@ -57,14 +59,17 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
 fi
 
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  if [[ " $methods " == *" auto "* ]]; then
-    best=$(python "$kws/local/best_method.py" --exp-group "$kws/exp/petl" --methods "$adapter_methods")
-    log "Stage 2: the KWS recipe's best adapter on its dev set: $best"
-    methods=$(echo " $methods " | sed "s/ auto / $best /")
-  fi
+  best=
   for task in $tasks; do
     field=text
-    [ "$task" = speaker ] && field=speaker
+    methods=$digit_methods
+    [ "$task" = speaker ] && field=speaker && methods=$speaker_methods
+    if [[ " $methods " == *" auto "* ]]; then
+      [ -n "$best" ] || best=$(python "$kws/local/best_method.py" --exp-group "$kws/exp/petl" \
+        --methods "$adapter_methods")
+      log "Stage 2: the KWS recipe's best adapter on its dev set: $best"
+      methods=$(echo " $methods " | sed "s/ auto / $best /")
+    fi
     for init in asit random_init; do
       backbone=$kws/exp/$init
       [ "$init" = asit ] && backbone=$kws/exp/asit/final

@@ -19,7 +19,8 @@
 #      EXP/asit_recon_local; a random-weight twin of the backbone -> EXP/random_init
 #   3  PETL matrix on the ASiT backbone, full training split (recipes/ast_adapters,
 #      --ft-conf): every method in --methods -> EXP/petl/<method>; --long-method again
-#      with --long-steps updates -> EXP/long/<method>
+#      with --long-steps updates -> EXP/long/<method>, and with mixup (--long-mixup)
+#      -> EXP/long/<method>_mixup
 #   4  the same recipe from the random twin (scratch): full fine-tuning (lr 1e-3) and
 #      --best-adapter
 #      -> EXP/scratch/<method>
@@ -58,6 +59,7 @@ fewshot_methods="linear full_lr1e-3"
 fewshot_steps=300
 long_method=full_lr1e-3  # stage 3 also trains this method for --long-steps updates
 long_steps=3000
+long_mixup=0.3       # and once more with mixup at this alpha (0 = not)
 results_md=RESULTS.md
 . ../../utils/parse_options.sh
 . ../../utils/log.sh
@@ -141,6 +143,11 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   if [ -n "$long_method" ]; then
     finetune "$exp/long/$long_method" "$exp/asit/final" "$data/sc12/cuts_train.jsonl.gz" 3 \
       "$long_method" "max_steps=$long_steps valid_every=500 save_every=500"
+    if [ "$long_mixup" != 0 ]; then
+      finetune "$exp/long/${long_method}_mixup" "$exp/asit/final" \
+        "$data/sc12/cuts_train.jsonl.gz" 3 "$long_method" \
+        "max_steps=$long_steps valid_every=500 save_every=500 mixup=$long_mixup"
+    fi
   fi
 fi
 

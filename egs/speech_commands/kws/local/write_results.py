@@ -18,6 +18,7 @@ NAMES = {
     "linear": "linear probe (head only)",
     "full": "full fine-tuning",
     "full_lr1e-3": "full fine-tuning, lr 1e-3",
+    "full_lr1e-3_mixup": "full fine-tuning, lr 1e-3, mixup 0.3",
     "bitfit": "BitFit",
     "adapter_pfeiffer_seq": "bottleneck adapter, Pfeiffer, sequential",
     "adapter_pfeiffer_par": "bottleneck adapter, Pfeiffer, parallel",
