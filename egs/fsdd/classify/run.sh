@@ -16,7 +16,8 @@
 #   3  test-set accuracy of every model (speechfm classify)
 #   4  the table -> RESULTS.md
 set -euo pipefail
-__run_cmd="$0$(printf ' %q' "$@")"
+__run_cmd=$0  # as typed
+[ $# -eq 0 ] || __run_cmd="$0$(printf ' %q' "$@")"
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 stage=0

@@ -21,7 +21,8 @@
 #      --ft-conf): every method in --methods -> EXP/petl/<method>; --long-method again
 #      with --long-steps updates -> EXP/long/<method>, and with mixup (--long-mixup)
 #      -> EXP/long/<method>_mixup
-#   4  the same recipe from the random twin (scratch): full fine-tuning (lr 1e-3) and
+#   4  the same recipe from the random twin (scratch): full fine-tuning (lr 1e-3), a
+#      linear probe and
 #      --best-adapter
 #      -> EXP/scratch/<method>
 #   5  few-shot: --shots examples per class, --fewshot-methods, ASiT backbone
@@ -33,7 +34,8 @@
 #      speechfm.load(best).classify()
 # Paths given as options are relative to this folder.
 set -euo pipefail
-__run_cmd="$0$(printf ' %q' "$@")"  # as typed, empty arguments included
+__run_cmd=$0  # as typed
+[ $# -eq 0 ] || __run_cmd="$0$(printf ' %q' "$@")"
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 stage=0
@@ -157,7 +159,7 @@ if [ "$best_adapter" = auto ] && [ $stop_stage -ge 4 ]; then
 fi
 
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  for m in full_lr1e-3 $best_adapter; do
+  for m in full_lr1e-3 linear $best_adapter; do
     finetune "$exp/scratch/$m" "$exp/random_init" "$data/sc12/cuts_train.jsonl.gz" 4 "$m" ""
   done
 fi
