@@ -178,7 +178,7 @@ def load_backbone(model, directory: str) -> int:
 
     from speechfm.errors import DataError
     from speechfm.models.ast import interpolate_positions
-    from speechfm.models.io import read_model_config, read_weights
+    from speechfm.models.io import read_weights
 
     theirs = read_weights(directory)
     own = model.state_dict()
@@ -203,7 +203,6 @@ def load_backbone(model, directory: str) -> int:
                                 f"the model's is {tuple(value.shape)}")
             value.copy_(src.to(value.dtype))
             copied += 1
-    read_model_config(directory)  # a readable directory, or a named error
     return copied
 
 

@@ -43,6 +43,7 @@ from torch import nn
 __all__ = [
     "Adapter",
     "AdapterContext",
+    "AdapterHost",
     "AdapterSlots",
     "BottleneckAdapter",
     "LoRA",
@@ -515,6 +516,54 @@ def insert_adapters(
             for lang in langs:
                 module = factory(dim, dim).to(device=ref.device, dtype=ref.dtype)
                 blocks[i].adapters.add(point, name, module, lang)
+
+
+class AdapterHost:
+    """Mixin of an encoder whose ``blocks`` (of width ``dim``) each own an
+    :class:`AdapterSlots` as ``.adapters``: adding, removing and listing adapters.
+
+    The class sets ``adapter_points`` (the points its blocks offer) and
+    ``default_adapter_points`` (where :meth:`add_adapter` inserts by default).
+    """
+
+    adapter_points: tuple[str, ...] = ()
+    default_adapter_points: tuple[str, ...] = ("after_block",)
+
+    def add_adapter(
+        self,
+        name: str,
+        factory: AdapterFactory,
+        *,
+        points: Sequence[str] | None = None,
+        layers: Iterable[int] | None = None,
+        languages: Iterable[str] | None = None,
+    ) -> None:
+        """Insert adapters built by ``factory(in_dim, out_dim)`` into the blocks.
+
+        Args:
+            name: adapter name (unique in this encoder); forward's ``adapters`` selects by it.
+            factory: e.g. ``partial(BottleneckAdapter, bottleneck=64)``,
+                ``partial(LoRA, rank=8)`` (with ``points=("attn_q", "attn_v")``) or
+                ``partial(PromptTuning, num_prompts=4)`` (with ``points=("prompt",)``).
+            points: insertion points (of ``adapter_points``); None = the class default.
+            layers: block indices (0-based, negative from the end); None = all.
+            languages: build one adapter per language, active only when forward's
+                ``language`` matches; None = one language-independent adapter.
+        """
+        insert_adapters(self.blocks, name, factory, dim=self.dim,
+                        points=self.default_adapter_points if points is None else points,
+                        allowed=self.adapter_points, layers=layers, languages=languages)
+
+    def remove_adapter(self, name: str) -> int:
+        """Remove every adapter called ``name``; returns how many modules went."""
+        return sum(block.adapters.remove(name) for block in self.blocks)
+
+    def adapter_names(self) -> set[str]:
+        """Names of the adapters present."""
+        names: set[str] = set()
+        for block in self.blocks:
+            names |= block.adapters.names()
+        return names
 
 
 def _adapter_parameter_ids(module: nn.Module) -> set[int]:

@@ -27,19 +27,14 @@ from torch import nn
 
 from speechfm.features.fbank import TorchFbank
 from speechfm.features.specaug import SpecAugment
-from speechfm.nn.adapters import (
-    TRANSFORMER_POINTS,
-    AdapterContext,
-    AdapterFactory,
-    insert_adapters,
-)
+from speechfm.nn.adapters import TRANSFORMER_POINTS, AdapterContext, AdapterHost
 from speechfm.nn.subsampling import PatchEmbedding
 from speechfm.nn.transformer import TransformerBlock
 
 __all__ = ["AstModel", "SpectrogramTransformer", "create_ast_model", "interpolate_positions"]
 
 
-class SpectrogramTransformer(nn.Module):
+class SpectrogramTransformer(AdapterHost, nn.Module):
     """Features in, patch tokens out (see the module doc).
 
     Args:
@@ -51,6 +46,9 @@ class SpectrogramTransformer(nn.Module):
         distillation_token: a second special token after CLS.
         specaugment: applied to the normalised features in training mode; None = off.
     """
+
+    adapter_points = TRANSFORMER_POINTS
+    default_adapter_points = ("after_ffn",)
 
     def __init__(
         self,
@@ -82,7 +80,6 @@ class SpectrogramTransformer(nn.Module):
         self.num_special = 2 if distillation_token else 1
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.dist_token = nn.Parameter(torch.zeros(1, 1, dim)) if distillation_token else None
-        self.grid = self._grid(self.target_frames)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_special + self.num_patches, dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -102,6 +99,11 @@ class SpectrogramTransformer(nn.Module):
     def _grid(self, frames: int) -> tuple[int, int]:
         pe = self.patch_embed
         return (frames - pe.patch[0]) // pe.stride[0] + 1, pe.num_freq_patches
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(time, frequency) patch grid of an input of ``target_frames`` frames."""
+        return self._grid(self.target_frames)
 
     @property
     def num_patches(self) -> int:
@@ -279,34 +281,8 @@ class SpectrogramTransformer(nn.Module):
             raise ValueError(f"target_frames {target_frames} is shorter than one patch")
         self.pos_embed = nn.Parameter(
             interpolate_positions(self.pos_embed.data, self.num_special, self.grid, new_grid))
-        self.grid = new_grid
         self.target_frames = int(target_frames)
 
-    # ------------------------------------------------------------------ adapters
-
-    def add_adapter(
-        self,
-        name: str,
-        factory: AdapterFactory,
-        *,
-        points: Sequence[str] = ("after_ffn",),
-        layers: Sequence[int] | None = None,
-        languages: Sequence[str] | None = None,
-    ) -> None:
-        """Insert adapters built by ``factory(dim, dim)`` into the blocks (same contract as
-        :meth:`speechfm.models.conformer.ConformerEncoder.add_adapter`; points from
-        :data:`speechfm.nn.adapters.TRANSFORMER_POINTS`)."""
-        insert_adapters(self.blocks, name, factory, dim=self.dim, points=points,
-                        allowed=TRANSFORMER_POINTS, layers=layers, languages=languages)
-
-    def remove_adapter(self, name: str) -> int:
-        return sum(block.adapters.remove(name) for block in self.blocks)
-
-    def adapter_names(self) -> set[str]:
-        names: set[str] = set()
-        for block in self.blocks:
-            names |= block.adapters.names()
-        return names
 
 
 def interpolate_positions(pos: torch.Tensor, num_special: int, old_grid: tuple[int, int],

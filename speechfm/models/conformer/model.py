@@ -9,12 +9,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from speechfm.nn.adapters import (
-    CONFORMER_POINTS,
-    AdapterContext,
-    AdapterFactory,
-    insert_adapters,
-)
+from speechfm.nn.adapters import CONFORMER_POINTS, AdapterContext, AdapterHost
 from speechfm.nn.conformer import ConformerBlock
 from speechfm.nn.length_adapter import LengthAdapter
 from speechfm.nn.masks import (
@@ -29,7 +24,7 @@ from speechfm.nn.streaming import StreamingState, front_end_step, trim_kv_cache
 __all__ = ["ConformerEncoder"]
 
 
-class ConformerEncoder(nn.Module):
+class ConformerEncoder(AdapterHost, nn.Module):
     """Front end + Conformer blocks (+ optional final LayerNorm) (+ optional length adapter).
 
     Args:
@@ -52,6 +47,9 @@ class ConformerEncoder(nn.Module):
             (lengths as :meth:`LengthAdapter.output_lengths`) and may change its width
             (:attr:`output_dim`).  An encoder with one cannot stream.
     """
+
+    adapter_points = CONFORMER_POINTS
+    default_adapter_points = ("after_block",)
 
     def __init__(
         self,
@@ -382,39 +380,3 @@ class ConformerEncoder(nn.Module):
             return torch.cat(outs, dim=1), out_lens, state
         return x.new_zeros(n, 0, self.dim), out_lens, state
 
-    # ------------------------------------------------------------------ adapters
-
-    def add_adapter(
-        self,
-        name: str,
-        factory: AdapterFactory,
-        *,
-        points: Sequence[str] = ("after_block",),
-        layers: Iterable[int] | None = None,
-        languages: Iterable[str] | None = None,
-    ) -> None:
-        """Insert adapters built by ``factory(in_dim, out_dim)`` into the blocks.
-
-        Args:
-            name: adapter name (unique in this encoder); forward's ``adapters`` selects by it.
-            factory: e.g. ``partial(BottleneckAdapter, bottleneck=64)``,
-                ``partial(LoRA, rank=8)`` (with ``points=("attn_q", "attn_v")``) or
-                ``partial(PromptTuning, num_prompts=4)`` (with ``points=("prompt",)``).
-            points: insertion points (see :mod:`speechfm.nn.adapters`).
-            layers: block indices (0-based, negative from the end); None = all.
-            languages: build one adapter per language, active only when forward's
-                ``language`` matches; None = one language-independent adapter.
-        """
-        insert_adapters(self.blocks, name, factory, dim=self.dim, points=points,
-                        allowed=CONFORMER_POINTS, layers=layers, languages=languages)
-
-    def remove_adapter(self, name: str) -> int:
-        """Remove every adapter called ``name``; returns how many modules went."""
-        return sum(block.adapters.remove(name) for block in self.blocks)
-
-    def adapter_names(self) -> set[str]:
-        """Names of the adapters present."""
-        names: set[str] = set()
-        for block in self.blocks:
-            names |= block.adapters.names()
-        return names
