@@ -9,7 +9,8 @@
 #   ./run.sh                       # needs (and if missing runs) the KWS pretraining:
 #                                  # ../../speech_commands/kws/run.sh --stop-stage 2
 #
-# Stages (each skips what its .done markers say is done; 3-4 always rerun):
+# Stages (each skips what its .done markers say is done; 3 scores only models not yet
+# scored; 4 always reruns):
 #   0  data: both tasks (16 kHz copies; the upper mel bins of 8 kHz audio stay empty)
 #   1  the ASiT backbone and its random twin of the KWS recipe (its stages 0-2)
 #   2  fine-tune each (task, backbone, method) -> EXP/<task>/<backbone>_<method>
@@ -99,6 +100,8 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
     for f in "$exp/$task"/*/final/config.json; do
       [ -f "$f" ] || continue
       dir=$(dirname "$(dirname "$f")")
+      # scored already, and the model unchanged since
+      [ "$dir/test/results.json" -nt "$dir/final/model.safetensors" ] && continue
       speechfm classify "$dir/final" --cuts "$data/$task/cuts_test.jsonl.gz" \
         --label-field "$field" --out-dir "$dir/test" > /dev/null
     done

@@ -9,7 +9,8 @@
 #   ./run.sh                                  # everything (about 2 hours on 2 CPU cores)
 #   ./run.sh --stage 3 --methods "linear lora" --ft-args "max_steps=300"
 #
-# Stages (each skips what its .done markers say is done; 7-8 always rerun):
+# Stages (each skips what its .done markers say is done; 7 scores only models not yet
+# scored; 8 always reruns):
 #   0  data: Speech Commands 12 (speaker-disjoint train/dev/test), FSDD digits of the
 #      training speakers, a small mini_cv_lang corpus (espeak-ng) -> DATA/
 #   1  unlabelled pool: SC train + FSDD train speakers + 1-s windows of mini_cv_lang train
@@ -187,6 +188,8 @@ if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   for f in "$exp"/*/*/final/config.json; do
     [ -f "$f" ] || continue
     dir=$(dirname "$(dirname "$f")")
+    # scored already, and the model unchanged since
+    [ "$dir/test/results.json" -nt "$dir/final/model.safetensors" ] && continue
     speechfm classify "$dir/final" --cuts "$data/sc12/cuts_test.jsonl.gz" --out-dir "$dir/test" \
       > /dev/null
   done
