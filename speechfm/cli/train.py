@@ -41,8 +41,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=_train)
 
 
-_SIZE_PREFIX_RECIPES = {"ast": "ast_adapters"}
-"""Model-size prefixes whose recipe has another name (ast_tiny -> recipes/ast_adapters)."""
+_SIZE_PREFIX_RECIPES = {"ast": "ast_adapters", "classifier": "ast_adapters"}
+"""Model-size prefixes whose recipe has another name (ast_tiny, classifier_kws ->
+recipes/ast_adapters, which trains both classification families)."""
 
 
 def recipe_script(config: str, recipe: str | None, overrides: list[str]) -> Path:

@@ -132,6 +132,13 @@ def _ast() -> ModelFamily:
                        interop="speechfm.models.ast.interop")
 
 
+def _classifier() -> ModelFamily:
+    from speechfm.models.classifier import ClassifierModelConfig, create_classifier_model
+
+    return ModelFamily("classifier", ClassifierModelConfig, create_classifier_model,
+                       interop="speechfm.models.conformer.interop")
+
+
 def _asit() -> ModelFamily:
     from speechfm.models.asit import AsitModelConfig, create_asit_model
 
@@ -141,6 +148,7 @@ def _asit() -> ModelFamily:
 FAMILIES: dict[str, Callable[[], ModelFamily]] = {
     "asit": _asit,
     "ast": _ast,
+    "classifier": _classifier,
     "ctc": _ctc,
     "transducer": _transducer,
     "encoder": _encoder,

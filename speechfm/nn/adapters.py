@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,6 +55,7 @@ __all__ = [
     "ADAPTER_KINDS",
     "adapter_factory",
     "check_adapter_key",
+    "check_adapter_specs",
     "count_parameters",
     "freeze_all_but_adapters",
     "insert_adapters",
@@ -445,6 +447,34 @@ ADAPTER_KINDS: dict[str, type] = {
     "prefix": PrefixTuning,
 }
 """Adapter kinds by name, for adapters described in a model config (JSON-friendly)."""
+
+
+def check_adapter_specs(specs: Sequence[Any], points: Sequence[str]) -> None:
+    """Validate a model config's ``adapters`` list: each entry ``{"name", "kind", "points",
+    "options", "layers"}`` with a unique state-dict-safe name, a known kind whose options
+    build, and a non-empty subset of ``points`` (the host blocks' points).
+
+    Raises:
+        ValueError: naming the first bad entry (``adapters[i]``) and what is wrong.
+    """
+    names = set()
+    for i, spec in enumerate(specs):
+        where = f"adapters[{i}]"
+        if not isinstance(spec, dict):
+            raise ValueError(f"{where} must be a mapping, got {spec!r}")
+        unknown = sorted(set(spec) - {"name", "kind", "points", "options", "layers"})
+        if unknown:
+            raise ValueError(f"{where} has unknown keys {unknown}")
+        name = spec.get("name")
+        check_adapter_key("name", str(name))
+        if name in names:
+            raise ValueError(f"{where}: adapter name {name!r} used twice")
+        names.add(name)
+        adapter_factory(spec.get("kind", ""), **dict(spec.get("options") or {}))
+        chosen = list(spec.get("points") or [])
+        if not chosen or any(p not in points for p in chosen):
+            raise ValueError(f"{where}: points must be a non-empty subset of {tuple(points)}, "
+                             f"got {chosen}")
 
 
 def adapter_factory(kind: str, **options) -> AdapterFactory:

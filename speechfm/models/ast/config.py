@@ -124,26 +124,9 @@ class AstModelConfig:
             raise ValueError("pooling 'cls_dist' needs distillation_token: true")
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
-        from speechfm.nn.adapters import TRANSFORMER_POINTS, adapter_factory, check_adapter_key
+        from speechfm.nn.adapters import TRANSFORMER_POINTS, check_adapter_specs
 
-        names = set()
-        for i, spec in enumerate(self.adapters):
-            where = f"adapters[{i}]"
-            if not isinstance(spec, dict):
-                raise ValueError(f"{where} must be a mapping, got {spec!r}")
-            unknown = sorted(set(spec) - {"name", "kind", "points", "options", "layers"})
-            if unknown:
-                raise ValueError(f"{where} has unknown keys {unknown}")
-            name = spec.get("name")
-            check_adapter_key("name", str(name))
-            if name in names:
-                raise ValueError(f"{where}: adapter name {name!r} used twice")
-            names.add(name)
-            adapter_factory(spec.get("kind", ""), **dict(spec.get("options") or {}))
-            points = list(spec.get("points") or [])
-            if not points or any(p not in TRANSFORMER_POINTS for p in points):
-                raise ValueError(f"{where}: points must be a non-empty subset of "
-                                 f"{TRANSFORMER_POINTS}, got {points}")
+        check_adapter_specs(self.adapters, TRANSFORMER_POINTS)
 
     @property
     def grid(self) -> tuple[int, int]:

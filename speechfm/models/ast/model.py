@@ -27,6 +27,7 @@ from torch import nn
 
 from speechfm.features.fbank import TorchFbank
 from speechfm.features.specaug import SpecAugment
+from speechfm.losses.classification import classification_loss
 from speechfm.nn.adapters import TRANSFORMER_POINTS, AdapterContext, AdapterHost
 from speechfm.nn.subsampling import PatchEmbedding
 from speechfm.nn.transformer import TransformerBlock
@@ -357,22 +358,10 @@ class AstModel(nn.Module):
         device = self.encoder.pos_embed.device
         feats = batch["features"].to(device)
         x_lens = batch["x_lens"].to(device)
-        targets = torch.as_tensor(batch["targets"], device=device)
         if feats.shape[0] == 0:
             zero = feats.sum() * 0.0
             return zero, 0, {"correct": 0.0}
-        logits = self.classify(feats, x_lens, **kwargs)
-        if targets.is_floating_point():
-            if targets.shape != logits.shape:
-                raise ValueError(f"soft targets of shape {tuple(targets.shape)} for logits "
-                                 f"{tuple(logits.shape)}")
-            loss = -(targets * torch.log_softmax(logits, dim=-1)).sum()
-            hard = targets.argmax(-1)
-        else:
-            hard = targets.long()
-            loss = F.cross_entropy(logits, hard, reduction="sum")
-        correct = float((logits.argmax(-1) == hard).sum())
-        return loss, int(hard.numel()), {"correct": correct}
+        return classification_loss(self.classify(feats, x_lens, **kwargs), batch["targets"])
 
 
 def create_ast_model(config) -> AstModel:
