@@ -9,8 +9,10 @@ classification (keyword spotting, digits, speaker identification).
 CONFIG holds the fields of :class:`AstAdaptersConfig`: the run's settings
 (:class:`speechfm.train.RunConfig`), the classes (``labels``, or every label of the
 training cuts), the backbone (``backbone``: an ``ast`` or ``asit`` model directory, e.g.
-an ASiT-pretrained model or a converted AST checkpoint; None = random weights, i.e.
-training from scratch) and the method:
+an ASiT-pretrained model or a converted AST checkpoint; or any directory holding the
+shared Conformer front end (``classifier``, ``encoder``, ``ctc``, ``transducer``,
+``w2v_bert``), whose encoder then starts a Conformer classifier; None = random weights of
+``model_size``, i.e. training from scratch) and the method:
 
 ==============  =========================================================================
 method          what trains (the classifier head, LayerNorm + Linear, always does)
@@ -28,14 +30,17 @@ prompt          deep prompt tuning: ``num_prompts`` learned tokens prepended in 
 prefix          prefix tuning: ``num_prompts`` learned keys/values inside every attention
 ==============  =========================================================================
 
-Defaults are the paper's code's: reduction rate 96 (for width 768; the bottleneck never
+The methods work on both families: in a Conformer block Pfeiffer adapters follow the
+second feed-forward module, Houlsby ones also the attention, parallel ones read the block
+input (:func:`method_adapters`).  Defaults are the paper's code's: reduction rate 96 (for width 768; the bottleneck never
 goes under 8), LoRA alpha 8, 25 prompts, learning rates 5e-3 (adapters, LoRA, BitFit,
 linear), 1e-2 (prompts, prefixes), 5e-5 (full fine-tuning), AdamW betas (0.9, 0.98),
 weight decay 0.1, cosine schedule.  Every adapter is a module of
 :mod:`speechfm.nn.adapters` in the blocks' adapter slots: the same implementation the
 ASR families use.  The run's ``train_summary.json`` records the trainable and total
-parameter counts; the exported ``EXP/final`` is an ``ast`` model directory with
-``labels.json`` (``speechfm.load(EXP/final).classify(audio)``), adapters included.
+parameter counts; the exported ``EXP/final`` is an ``ast`` or ``classifier`` model
+directory with ``labels.json`` (``speechfm.load(EXP/final).classify(audio)``), adapters
+included.
 """
 
 from __future__ import annotations
@@ -69,9 +74,12 @@ class AstAdaptersConfig(RunConfig):
     backbone: str | None = None
     """An ``ast`` or ``asit`` model directory whose spectrogram transformer starts the
     model (its architecture is taken from it; the positional grid is interpolated when
-    ``model.target_frames`` differs); None = random weights (from scratch)."""
+    ``model.target_frames`` differs), or a Conformer-based one (:data:`ENCODER_FAMILIES`)
+    whose speech encoder starts a ``classifier``; None = random weights (from scratch)."""
     model_size: str = "ast_tiny"
-    """Named size when there is no backbone: ast_mini, ast_tiny, ast_small or ast_base."""
+    """Named size when there is no backbone: a spectrogram transformer (ast_mini, ast_tiny,
+    ast_small, ast_base) or a Conformer classifier (classifier_tiny, classifier_kws,
+    classifier_small; family ``classifier``)."""
     model: dict[str, Any] = field(default_factory=dict)
     """Overrides of the model config (``{"target_frames": 100, "dropout": 0.1}``)."""
     method: str = "full"
@@ -138,51 +146,79 @@ class AstAdaptersConfig(RunConfig):
         build_model_config(self, num_classes=2)
 
 
-def backbone_config(directory: str) -> dict[str, Any]:
-    """The spectrogram-transformer config (a dict) of an ``ast`` or ``asit`` directory."""
+ENCODER_FAMILIES = ("classifier", "encoder", "ctc", "transducer", "w2v_bert")
+"""Families whose shared Conformer front end (``encoder.*``) can start a ``classifier``."""
+
+
+def backbone_config(directory: str) -> tuple[str, dict[str, Any]]:
+    """(family of the model to build, its config dict) from a backbone directory: the
+    spectrogram transformer of an ``ast`` or ``asit`` directory, or the speech encoder of a
+    Conformer-based one (:data:`ENCODER_FAMILIES`) inside a ``classifier`` config."""
     from speechfm.errors import DataError
     from speechfm.models.io import read_model_config
 
     meta = read_model_config(directory)
     family, model = meta["family"], meta["model"]
     if family == "ast":
-        return dict(model)
+        return "ast", dict(model)
     if family == "asit" and isinstance(model.get("backbone"), dict):
-        return dict(model["backbone"])
-    raise DataError(f"{directory}: a {family!r} model has no spectrogram transformer to start "
-                    "from (need an ast or asit model directory)")
+        return "ast", dict(model["backbone"])
+    if family == "classifier":
+        return "classifier", dict(model)
+    if family in ENCODER_FAMILIES and isinstance(model.get("encoder"), dict):
+        return "classifier", {"encoder": dict(model["encoder"])}
+    raise DataError(f"{directory}: a {family!r} model has no encoder to start from (need "
+                    f"an ast or asit directory, or one of {', '.join(ENCODER_FAMILIES)})")
 
 
-def build_model_config(config: AstAdaptersConfig, num_classes: int):
-    """The named size (or the backbone's architecture) with the ``model`` overrides."""
-    from speechfm.config import config_from_dict, named_config
-    from speechfm.models import ast
-    from speechfm.models.ast import AstModelConfig
+def model_sizes(num_classes: int) -> dict[str, Any]:
+    """Named sizes of both families: ast_{mini,tiny,small,base} (spectrogram transformer)
+    and classifier_{tiny,kws,small} (Conformer)."""
+    from speechfm.models import ast, classifier
 
     sizes = {f"ast_{n}": partial(getattr(ast, f"ast_{n}"), num_classes)
              for n in ("mini", "tiny", "small", "base")}
+    sizes.update({f"classifier_{n}": partial(getattr(classifier, f"classifier_{n}"), num_classes)
+                  for n in ("tiny", "kws", "small")})
+    return sizes
+
+
+def build_model_config(config: AstAdaptersConfig, num_classes: int):
+    """The named size (or the backbone's architecture) with the ``model`` overrides: an
+    ``AstModelConfig`` or a ``ClassifierModelConfig``."""
+    from speechfm.config import config_from_dict, named_config
+    from speechfm.models.ast import AstModelConfig
+    from speechfm.models.classifier import ClassifierModelConfig
+
+    sizes = model_sizes(num_classes)
     name = config.model_size
     if config.backbone:
-        base = backbone_config(config.backbone)
+        family, base = backbone_config(config.backbone)
+        base = {k: v for k, v in base.items() if k not in ("num_classes", "adapters")}
         base["num_classes"] = num_classes
-        sizes = {"backbone": lambda: config_from_dict(AstModelConfig, base)}
+        cls = AstModelConfig if family == "ast" else ClassifierModelConfig
+        sizes = {"backbone": lambda: config_from_dict(cls, base)}
         name = "backbone"
     return named_config(sizes, name, config.model,
                         fixed={"num_classes": "it comes from the labels"})
 
 
 def load_backbone(model, directory: str) -> int:
-    """Copy the backbone's ``encoder.*`` weights into ``model``, interpolating the
-    positional grid to the model's input size; returns the number of tensors copied."""
+    """Copy the backbone's ``encoder.*`` weights into ``model`` (a spectrogram
+    transformer's positional grid interpolated to the model's input size); returns the
+    number of tensors copied.
+
+    Raises:
+        DataError: a weight the model needs is missing or has another shape.
+    """
     import torch
 
     from speechfm.errors import DataError
-    from speechfm.models.ast import interpolate_positions
     from speechfm.models.io import read_weights
 
     theirs = read_weights(directory)
     own = model.state_dict()
-    src_cfg = backbone_config(directory)
+    family, src_cfg = backbone_config(directory)
     enc = model.encoder
     copied = 0
     with torch.no_grad():
@@ -192,7 +228,9 @@ def load_backbone(model, directory: str) -> int:
             if key not in theirs:
                 raise DataError(f"backbone {directory}: no weight {key}")
             src = theirs[key]
-            if key == "encoder.pos_embed" and src.shape != value.shape:
+            if family == "ast" and key == "encoder.pos_embed" and src.shape != value.shape:
+                from speechfm.models.ast import interpolate_positions
+
                 frames = int(src_cfg.get("target_frames", 0))
                 grid = enc._grid(frames)
                 src = interpolate_positions(src, enc.num_special, grid, enc.grid)
@@ -206,15 +244,26 @@ def load_backbone(model, directory: str) -> int:
     return copied
 
 
-def method_adapters(config: AstAdaptersConfig, dim: int) -> list[dict[str, Any]]:
+def method_adapters(config: AstAdaptersConfig, dim: int, family: str = "ast"
+                    ) -> list[dict[str, Any]]:
     """The adapters of ``config.method`` for a model of width ``dim``, as the model
-    config's ``adapters`` entries (so the exported directory rebuilds them)."""
+    config's ``adapters`` entries (so the exported directory rebuilds them).
+
+    In a Conformer block (``family`` "classifier") Pfeiffer placement is after the second
+    (last) feed-forward module, Houlsby after the attention and that feed-forward module;
+    parallel adapters read the block's input (the block has a single parallel point)."""
     method = config.method
     if method in ("adapter", "conv_adapter"):
         bottleneck = max(config.adapter_min_bottleneck, dim // config.reduction_rate)
-        subs = ("ffn",) if config.adapter_placement == "pfeiffer" else ("attn", "ffn")
-        points = [f"after_{s}" if config.adapter_mode == "sequential" else f"parallel_{s}"
-                  for s in subs]
+        if family == "ast":
+            subs = ("ffn",) if config.adapter_placement == "pfeiffer" else ("attn", "ffn")
+            points = [f"after_{s}" if config.adapter_mode == "sequential" else f"parallel_{s}"
+                      for s in subs]
+        elif config.adapter_mode == "parallel":
+            points = ["parallel"]
+        else:
+            points = (["after_ffn2"] if config.adapter_placement == "pfeiffer"
+                      else ["after_attn", "after_ffn2"])
         if method == "adapter":
             return [{"name": "adapter", "kind": "bottleneck", "points": points,
                      "options": {"bottleneck": bottleneck}}]
@@ -281,7 +330,7 @@ def train(config: AstAdaptersConfig, *, resume: bool = False):
 
     from speechfm.data.subsets import label_counts
     from speechfm.decode.classification import cut_label, evaluate_classifier, label_ids
-    from speechfm.models.ast import create_ast_model
+    from speechfm.models.io import get_family
     from speechfm.train import run
     from speechfm.train.runner import load_cuts, seed_run
 
@@ -293,9 +342,11 @@ def train(config: AstAdaptersConfig, *, resume: bool = False):
     if len(labels) < 2:
         raise ValueError(f"{config.train_cuts}: need at least two classes, found {labels}")
     model_config = build_model_config(config, num_classes=len(labels))
-    model_config.adapters = model_config.adapters + method_adapters(config, model_config.dim)
+    family = model_config.family
+    dim = model_config.dim if family == "ast" else model_config.encoder.conformer.dim
+    model_config.adapters = model_config.adapters + method_adapters(config, dim, family)
     model_config.validate()
-    model = create_ast_model(model_config)
+    model = get_family(family).create(model_config)
     if config.backbone:
         log.info("backbone: %d tensors from %s", load_backbone(model, config.backbone),
                  config.backbone)

@@ -116,3 +116,84 @@ def test_short_run_beats_chance_on_held_out_speakers(recipe, tmp_path):
     clip = next(iter(test))
     top = model.classify((clip.load_audio()[0], clip.sampling_rate), top_k=3)
     assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1]
+
+
+@pytest.mark.parametrize("method", list(METHOD_ARGS))
+def test_conformer_classifier_methods(recipe, method):
+    """The same methods on the Conformer classifier: they build at the Conformer block's
+    points, train only the head plus their own parameters, and (adapters, LoRA start at
+    zero) leave the model's outputs unchanged at the start."""
+    from speechfm.models.classifier import create_classifier_model
+
+    mod = recipe("ast_adapters")
+    config = mod.AstAdaptersConfig(train_cuts="x", model_size="classifier_tiny", method=method,
+                                   max_steps=200, num_prompts=3, **METHOD_ARGS[method])
+    config.validate()
+    mc = mod.build_model_config(config, num_classes=4)
+    assert mc.family == "classifier"
+    dim, layers, head = 32, 2, 2 * 32 + 32 * 4 + 4
+    torch.manual_seed(0)
+    plain = create_classifier_model(mc).eval()
+    mc.adapters = mod.method_adapters(config, dim, "classifier")
+    model = create_classifier_model(mc).eval()
+    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(".adapters." in k for k in missing)
+    counts = mod.set_trainable(model, method)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    if method == "full":
+        assert counts["trainable_parameters"] == counts["total_parameters"]
+    else:
+        assert all(n.startswith("head.") or ".adapters." in n or n.endswith(".bias")
+                   for n in trainable)
+        assert counts["trainable_parameters"] > head if method != "linear" else (
+            counts["trainable_parameters"] == head)
+    if method == "adapter":  # Houlsby parallel: one parallel point per block
+        assert [a["points"] for a in mc.adapters] == [["parallel"]]
+    if method == "lora":
+        assert counts["trainable_parameters"] == head + layers * 2 * 2 * 8 * dim
+    feats, lens = torch.randn(2, 60, 80), torch.tensor([60, 45])
+    if method in ("adapter", "conv_adapter", "lora"):
+        with torch.no_grad():
+            torch.testing.assert_close(model.classify(feats, lens), plain.classify(feats, lens))
+
+
+def test_conformer_backbone_from_an_asr_model(recipe, tmp_path):
+    """A CTC model directory starts the Conformer classifier: its encoder config is taken
+    and every encoder.* weight copied; an ASR head is not."""
+    from speechfm.models.classifier import create_classifier_model
+    from speechfm.models.ctc import create_ctc_model
+    from speechfm.models.ctc.config import ctc_tiny
+    from speechfm.models.io import save_model_dir
+
+    torch.manual_seed(1)
+    ctc_config = ctc_tiny(vocab_size=7)
+    ctc = create_ctc_model(ctc_config)
+    save_model_dir(tmp_path / "ctc", ctc, ctc_config)
+    mod = recipe("ast_adapters")
+    config = mod.AstAdaptersConfig(train_cuts="x", backbone=str(tmp_path / "ctc"),
+                                   method="lora", max_steps=200,
+                                   model={"pooling": "attention"})
+    config.validate()
+    mc = mod.build_model_config(config, num_classes=3)
+    assert mc.family == "classifier" and mc.pooling == "attention"
+    assert mc.encoder == ctc_config.encoder
+    model = create_classifier_model(mc)
+    copied = mod.load_backbone(model, str(tmp_path / "ctc"))
+    ours = {k: v for k, v in model.state_dict().items() if k.startswith("encoder.")}
+    assert copied == len(ours) > 0
+    theirs = ctc.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in ours.items())
+    from speechfm.errors import DataError
+
+    with pytest.raises(DataError, match="no encoder to start from"):
+        mod.backbone_config(str(_lm_like_dir(tmp_path)))
+
+
+def _lm_like_dir(tmp_path):
+    """A model directory of a family without a speech encoder to reuse (an asit model
+    without its backbone entry is the nearest stand-in: its config lacks one)."""
+    d = tmp_path / "other"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"family": "asit", "format_version": 2,
+                                               "model": {}}))
+    return d

@@ -3,8 +3,8 @@
 # go, _unknown_, _silence_) on 2,744 real clips of 376 speakers, split by speaker: ASiT
 # self-supervised pretraining of a spectrogram transformer on unlabelled training audio, then
 # every parameter-efficient transfer method of PETL-AST on the frozen backbone, full
-# fine-tuning, a linear probe, training from scratch, few-shot rows and the ASiT loss
-# ablation -> RESULTS.md.
+# fine-tuning, a linear probe, training from scratch, a Conformer classifier on the shared
+# encoder, few-shot rows and the ASiT loss ablation -> RESULTS.md.
 #
 #   ./run.sh                                  # everything (about 2 hours on 2 CPU cores)
 #   ./run.sh --stage 3 --methods "linear lora" --ft-args "max_steps=300"
@@ -23,9 +23,9 @@
 #      with --long-steps updates -> EXP/long/<method>, and with mixup (--long-mixup)
 #      -> EXP/long/<method>_mixup
 #   4  the same recipe from the random twin (scratch): full fine-tuning (lr 1e-3), a
-#      linear probe and
-#      --best-adapter
-#      -> EXP/scratch/<method>
+#      linear probe and --best-adapter -> EXP/scratch/<method>; and the Conformer
+#      classifier (the shared encoder, family classifier; --conformer-conf) from random
+#      weights -> EXP/conformer/full_lr1e-3_mixup
 #   5  few-shot: --shots examples per class, --fewshot-methods, ASiT backbone
 #      -> EXP/fewshot/<k>shot_<method>
 #   6  loss ablation: a linear probe and full fine-tuning (lr 1e-3) of each ablation backbone
@@ -63,6 +63,8 @@ fewshot_steps=300
 long_method=full_lr1e-3  # stage 3 also trains this method for --long-steps updates
 long_steps=3000
 long_mixup=0.3       # and once more with mixup at this alpha (0 = not)
+conformer_conf=conf/classifier.yaml  # stage 4's Conformer classifier ('' = skip it)
+conformer_args=      # extra key=value overrides of that run
 results_md=RESULTS.md
 . ../../utils/parse_options.sh
 . ../../utils/log.sh
@@ -163,6 +165,17 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   for m in full_lr1e-3 linear $best_adapter; do
     finetune "$exp/scratch/$m" "$exp/random_init" "$data/sc12/cuts_train.jsonl.gz" 4 "$m" ""
   done
+  dir=$exp/conformer/full_lr1e-3_mixup
+  if [ -n "$conformer_conf" ] && [ ! -f "$dir/.train.done" ]; then
+    log "Stage 4: the Conformer classifier from random weights ($conformer_conf) -> $dir"
+    mkdir -p "$dir"
+    echo "$__run_cmd" > "$dir/run_command.txt"
+    # shellcheck disable=SC2086
+    python "$recipes/ast_adapters/train.py" "$conformer_conf" --exp-dir "$dir" --resume \
+      train_cuts="$data/sc12/cuts_train.jsonl.gz" dev_cuts="$data/sc12/cuts_dev.jsonl.gz" \
+      $conformer_args
+    touch "$dir/.train.done"
+  fi
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
