@@ -61,12 +61,16 @@ def test_kws_splits_pool_and_models(kws_run):
     for run in ("petl/linear", "petl/adapter_houlsby_par", "scratch/full_lr1e-3",
                 "scratch/adapter_houlsby_par", "fewshot/1shot_linear",
                 "fewshot/1shot_adapter_houlsby_par", "ablation/asit_recon_linear",
-                "ablation/asit_recon_local_full_lr1e-3", "long/full_lr1e-3"):
+                "ablation/asit_recon_local_full_lr1e-3", "long/full_lr1e-3",
+                "conformer/full_lr1e-3_mixup"):
         results = json.loads((exp / run / "test" / "results.json").read_text())
         assert results["num_utts"] == len(test_ids)
     summary = json.loads((exp / "petl" / "linear" / "train_summary.json").read_text())
     assert summary["trainable_parameters"] < summary["total_parameters"]
     assert summary["config"]["backbone"].endswith("asit/final")
+    conformer = json.loads((exp / "conformer" / "full_lr1e-3_mixup" / "final" / "config.json")
+                           .read_text())
+    assert conformer["family"] == "classifier"
 
 
 @pytest.mark.slow
@@ -74,7 +78,7 @@ def test_kws_results_tables(kws_run):
     root = kws_run[0]
     text = (root / "RESULTS.md").read_text()
     for heading in ("## 1. Every PETL method", "## 2. ASiT-pretrained vs random",
-                    "## 3. Few-shot", "## 4. ASiT loss ablation"):
+                    "## 3. Few-shot", "## 4. ASiT loss ablation", "## 5. Encoder architecture"):
         assert heading in text
     assert "| linear probe (head only) |" in text
     assert "Best model by dev accuracy" in text and ".classify(path, top_k=3)" in text

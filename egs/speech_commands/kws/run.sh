@@ -6,7 +6,7 @@
 # fine-tuning, a linear probe, training from scratch, a Conformer classifier on the shared
 # encoder, few-shot rows and the ASiT loss ablation -> RESULTS.md.
 #
-#   ./run.sh                                  # everything (about 2 hours on 2 CPU cores)
+#   ./run.sh                                  # everything (about 2.5 hours on 2 CPU cores)
 #   ./run.sh --stage 3 --methods "linear lora" --ft-args "max_steps=300"
 #
 # Stages (each skips what its .done markers say is done; 7 scores only models not yet
@@ -64,7 +64,7 @@ long_method=full_lr1e-3  # stage 3 also trains this method for --long-steps upda
 long_steps=3000
 long_mixup=0.3       # and once more with mixup at this alpha (0 = not)
 conformer_conf=conf/classifier.yaml  # stage 4's Conformer classifier ('' = skip it)
-conformer_args=      # extra key=value overrides of that run
+conformer_args=      # extra key=value overrides of that run (after --ft-args)
 results_md=RESULTS.md
 . ../../utils/parse_options.sh
 . ../../utils/log.sh
@@ -173,7 +173,7 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
     # shellcheck disable=SC2086
     python "$recipes/ast_adapters/train.py" "$conformer_conf" --exp-dir "$dir" --resume \
       train_cuts="$data/sc12/cuts_train.jsonl.gz" dev_cuts="$data/sc12/cuts_dev.jsonl.gz" \
-      $conformer_args
+      $ft_args $conformer_args
     touch "$dir/.train.done"
   fi
 fi
