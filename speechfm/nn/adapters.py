@@ -34,6 +34,7 @@ default, a subset by name, and language-keyed ones only for the batch's language
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,9 +55,13 @@ __all__ = [
     "ConvAdapter",
     "ADAPTER_KINDS",
     "adapter_factory",
+    "adapter_of_key",
+    "adapter_state_dict",
+    "base_state_dict",
     "check_adapter_key",
     "check_adapter_specs",
     "count_parameters",
+    "freeze_all_but",
     "freeze_all_but_adapters",
     "insert_adapters",
 ]
@@ -146,12 +151,14 @@ class AdapterSlots(nn.Module):
             raise ValueError(f"adapter {key!r} already exists at point {point!r}")
         self.slots[point][key] = module
 
-    def remove(self, name: str) -> int:
-        """Remove every adapter called ``name`` (all languages); returns how many."""
+    def remove(self, name: str, language: str | None = None) -> int:
+        """Remove the adapters called ``name``: every language's, or only ``language``'s;
+        returns how many."""
         removed = 0
         for point in list(self.slots):
             for key in list(self.slots[point]):
-                if key.split(_LANG_SEP, 1)[0] == name:
+                base, _, lang = key.partition(_LANG_SEP)
+                if base == name and (language is None or lang == language):
                     del self.slots[point][key]
                     removed += 1
             if len(self.slots[point]) == 0:
@@ -160,6 +167,15 @@ class AdapterSlots(nn.Module):
 
     def names(self) -> set[str]:
         return {key.split(_LANG_SEP, 1)[0] for point in self.slots for key in self.slots[point]}
+
+    def keys(self) -> set[tuple[str, str | None]]:
+        """(name, language or None) of every adapter held."""
+        out = set()
+        for point in self.slots:
+            for key in self.slots[point]:
+                name, _, lang = key.partition(_LANG_SEP)
+                out.add((name, lang or None))
+        return out
 
     def active(self, point: str, ctx: AdapterContext | None) -> list[nn.Module]:
         """Adapters at ``point`` selected by ``ctx``; None selects every language-independent
@@ -522,16 +538,28 @@ def insert_adapters(
         languages: one adapter per language, active only for that language; None = one
             language-independent adapter.
 
+    A language-keyed name can gain languages later (one more ``lda@tt`` beside ``lda@ky``:
+    language-dependent adapters added one language at a time); a name is either
+    language-independent or language-keyed, never both.
+
     Raises:
-        ValueError: a bad name/language, an existing name, an unknown point or layer.
+        ValueError: a bad name/language, an existing adapter (the name, or the name for one
+            of ``languages``), an unknown point or layer.
     """
     check_adapter_key("name", name)
     langs: list[str | None] = [None] if languages is None else list(languages)
     for lang in langs:
         if lang is not None:
             check_adapter_key("language", lang)
-    if any(name in block.adapters.names() for block in blocks):
+    if languages is not None and len(set(langs)) != len(langs):
+        raise ValueError(f"adapter {name!r}: languages listed twice: {langs}")
+    present = set().union(*(block.adapters.keys() for block in blocks))
+    have = {lang for n, lang in present if n == name}
+    if have and (languages is None or None in have):
         raise ValueError(f"an adapter named {name!r} already exists")
+    clash = sorted(have & set(langs))
+    if clash:
+        raise ValueError(f"adapter {name!r} already exists for language(s) {', '.join(clash)}")
     for point in points:
         if point not in allowed:
             raise ValueError(f"unknown adapter point {point!r}; expected one of {tuple(allowed)}")
@@ -584,9 +612,10 @@ class AdapterHost:
                         points=self.default_adapter_points if points is None else points,
                         allowed=self.adapter_points, layers=layers, languages=languages)
 
-    def remove_adapter(self, name: str) -> int:
-        """Remove every adapter called ``name``; returns how many modules went."""
-        return sum(block.adapters.remove(name) for block in self.blocks)
+    def remove_adapter(self, name: str, language: str | None = None) -> int:
+        """Remove the adapters called ``name`` (only ``language``'s, if given); returns how
+        many modules went."""
+        return sum(block.adapters.remove(name, language) for block in self.blocks)
 
     def adapter_names(self) -> set[str]:
         """Names of the adapters present."""
@@ -594,6 +623,12 @@ class AdapterHost:
         for block in self.blocks:
             names |= block.adapters.names()
         return names
+
+    def adapter_languages(self, name: str) -> set[str]:
+        """The languages a language-keyed adapter ``name`` has (empty for a
+        language-independent or absent one)."""
+        return {lang for block in self.blocks for n, lang in block.adapters.keys()
+                if n == name and lang is not None}
 
 
 def _adapter_parameter_ids(module: nn.Module) -> set[int]:
@@ -612,6 +647,59 @@ def freeze_all_but_adapters(module: nn.Module) -> int:
         The number of trainable parameters left.
     """
     keep = _adapter_parameter_ids(module)
+    for p in module.parameters():
+        p.requires_grad_(id(p) in keep)
+    return count_parameters(module, trainable_only=True)
+
+
+_SLOT_KEY = re.compile(r"(?:^|\.)adapters\.slots\.[^.]+\.([^.]+)\.")
+
+
+def adapter_of_key(key: str) -> tuple[str, str | None] | None:
+    """(name, language or None) of the adapter a state-dict key belongs to; None for a
+    key of the model itself (``...adapters.slots.<point>.<name>[@<lang>]....``)."""
+    m = _SLOT_KEY.search(key)
+    if m is None:
+        return None
+    name, _, lang = m.group(1).partition(_LANG_SEP)
+    return name, lang or None
+
+
+def adapter_state_dict(module: nn.Module, name: str, language: str | None = None
+                       ) -> dict[str, torch.Tensor]:
+    """The state-dict entries of adapter ``name`` (only ``language``'s, if given), keyed as
+    in ``module.state_dict()`` (detached, on their device)."""
+    out = {}
+    for key, value in module.state_dict().items():
+        owner = adapter_of_key(key)
+        if owner is not None and owner[0] == name and (language is None or owner[1] == language):
+            out[key] = value
+    return out
+
+
+def base_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The state-dict entries that belong to no adapter: the base model's."""
+    return {k: v for k, v in module.state_dict().items() if adapter_of_key(k) is None}
+
+
+def freeze_all_but(module: nn.Module, name: str, language: str | None = None) -> int:
+    """Freeze every parameter except adapter ``name``'s (only ``language``'s, if given):
+    what training one language's adapter of a frozen multilingual model needs.
+
+    Returns:
+        The number of trainable parameters left.
+
+    Raises:
+        ValueError: no such adapter (language) in ``module``.
+    """
+    keep = set()
+    for key, p in module.named_parameters():
+        owner = adapter_of_key(key)
+        if owner is not None and owner[0] == name and (language is None or owner[1] == language):
+            keep.add(id(p))
+    if not keep:
+        what = name if language is None else f"{name}{_LANG_SEP}{language}"
+        raise ValueError(f"no adapter {what!r} with parameters in this model")
     for p in module.parameters():
         p.requires_grad_(id(p) in keep)
     return count_parameters(module, trainable_only=True)

@@ -106,3 +106,57 @@ def test_freeze_all_but_adapters_counts():
     assert not model[0].weight.requires_grad
     assert not model[1].base.weight.requires_grad
     assert model[1].lora.lora_a.requires_grad
+
+
+def test_language_adapters_one_language_at_a_time():
+    """Language-dependent adapters: one name gains languages one by one, each language can
+    be removed alone, its weights read out alone, and trained alone."""
+    from functools import partial
+
+    from speechfm.models.conformer.config import conformer_tiny
+    from speechfm.models.conformer.factory import create_conformer_encoder
+    from speechfm.nn.adapters import (
+        adapter_of_key,
+        adapter_state_dict,
+        base_state_dict,
+        freeze_all_but,
+    )
+
+    torch.manual_seed(0)
+    enc = create_conformer_encoder(conformer_tiny()).eval()
+    make = partial(BottleneckAdapter, bottleneck=4)
+    enc.add_adapter("lda", make, languages=["ky"])
+    enc.add_adapter("lda", make, languages=["tt", "sv"])
+    enc.add_adapter("shared", make)
+    assert enc.adapter_languages("lda") == {"ky", "tt", "sv"}
+    assert enc.adapter_languages("shared") == set()
+    with pytest.raises(ValueError, match="already exists for language"):
+        enc.add_adapter("lda", make, languages=["id", "tt"])
+    with pytest.raises(ValueError, match="already exists"):
+        enc.add_adapter("lda", make)  # a language-keyed name stays language-keyed
+    with pytest.raises(ValueError, match="already exists"):
+        enc.add_adapter("shared", make, languages=["ky"])
+    with pytest.raises(ValueError, match="listed twice"):
+        enc.add_adapter("other", make, languages=["ky", "ky"])
+    assert "other" not in enc.adapter_names()
+
+    ky = adapter_state_dict(enc, "lda", "ky")
+    assert ky and all(".lda@ky." in k for k in ky)
+    assert len(adapter_state_dict(enc, "lda")) == 3 * len(ky)
+    base = base_state_dict(enc)
+    assert all(adapter_of_key(k) is None for k in base)
+    assert len(base) + 4 * len(ky) == len(enc.state_dict())
+    assert adapter_of_key("blocks.0.adapters.slots.after_block.lda@tt.up.weight") == ("lda", "tt")
+    assert adapter_of_key("blocks.0.adapters.slots.after_block.shared.up.weight") == ("shared", None)
+
+    n = freeze_all_but(enc, "lda", "tt")
+    trainable = [k for k, p in enc.named_parameters() if p.requires_grad]
+    assert trainable and all(".lda@tt." in k for k in trainable)
+    assert n == sum(v.numel() for k, v in adapter_state_dict(enc, "lda", "tt").items())
+    with pytest.raises(ValueError, match="no adapter 'lda@id'"):
+        freeze_all_but(enc, "lda", "id")
+
+    assert enc.remove_adapter("lda", "tt") == 2  # conformer_tiny: two blocks
+    assert enc.adapter_languages("lda") == {"ky", "sv"}
+    enc.add_adapter("lda", make, languages=["tt"])  # and can come back
+    assert enc.remove_adapter("lda") == 6 and "lda" not in enc.adapter_names()
