@@ -37,6 +37,7 @@ length and the results come back in input order.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ from torch import nn
 from speechfm.decode.ctc import CtcHypothesis, WordTimestamp, word_timestamps
 from speechfm.errors import AudioError, SpeechfmError
 from speechfm.models.transducer.model import as_ctc_hypothesis
+
+log = logging.getLogger("speechfm.api")
 
 __all__ = ["METHODS", "AudioStream", "SpeechModel", "Transcript", "WordTimestamp", "load"]
 
@@ -129,6 +132,7 @@ def load(
     *,
     device: torch.device | str = "cpu",
     dtype: torch.dtype | str | None = None,
+    adapters: Sequence[str | os.PathLike] | None = None,
 ) -> SpeechModel:
     """Rebuild a model, its tokenizer and its feature settings from a model directory.
 
@@ -140,6 +144,11 @@ def load(
         dtype: cast the weights to this dtype (``torch.bfloat16``, ``"fp16"``, ...);
             None keeps them as saved (float32). Features are computed in float32 and
             cast; log-posteriors are float32 whatever the dtype.
+        adapters: adapter files (``speechfm.models.adapter_store``: e.g. one
+            language-dependent adapter per language) to attach on top of any the
+            directory carries; each must have been made for this exact base model.
+            Select a language's adapters with ``transcribe(..., lang=)`` /
+            ``stream(lang=)``.
 
     Returns:
         A :class:`SpeechModel` in eval mode.
@@ -148,13 +157,15 @@ def load(
         DataError: the directory is incomplete or inconsistent; the message names the
             directory and what is missing (config.json, model.safetensors, a known family,
             matching weights: missing/unexpected keys are listed, a tokenizer whose size
-            differs from the model's vocabulary).
+            differs from the model's vocabulary); an adapter made for another base model.
     """
     from speechfm.models.io import load_model_dir
 
     loaded = load_model_dir(path)
     model = SpeechModel(loaded.module, loaded.tokenizer, family=loaded.family, config=loaded.meta,
                         path=loaded.directory)
+    for adapter in adapters or ():
+        model.add_adapter(adapter)
     return model.to(device=device, dtype=dtype)
 
 
@@ -269,6 +280,61 @@ class SpeechModel:
             f"device={str(self.device)!r}, vocab_size={vocab})"
         )
 
+    # ------------------------------------------------------------------ adapters
+
+    def add_adapter(self, path: str | os.PathLike) -> tuple[str, str | None]:
+        """Attach a stored adapter (an adapter file made for this exact base model; the
+        base weights are not touched); returns its (name, language).
+
+        Raises:
+            DataError: no such file, another base model's adapter, or already attached.
+        """
+        from speechfm.models.adapter_store import attach_adapter
+
+        # The adapter's modules are built on the device and in the dtype of the blocks
+        # they join (speechfm.nn.adapters.insert_adapters).
+        adapter = attach_adapter(self.module, path, base_hash=self._base_hash())
+        return adapter.name, adapter.language
+
+    def remove_adapter(self, name: str, language: str | None = None) -> int:
+        """Detach adapter ``name`` (only ``language``'s, if given); returns the number of
+        modules removed (0: it was not attached)."""
+        from speechfm.models.adapter_store import detach_adapter
+
+        return detach_adapter(self.module, name, language)
+
+    @property
+    def adapters(self) -> list[tuple[str, str | None]]:
+        """(name, language or None) of every adapter in the model, sorted."""
+        from speechfm.nn.adapters import AdapterHost
+
+        keys: set[tuple[str, str | None]] = set()
+        for sub in self.module.modules():
+            if isinstance(sub, AdapterHost):
+                for block in sub.blocks:
+                    keys |= block.adapters.keys()
+        return sorted(keys, key=lambda k: (k[0], k[1] or ""))
+
+    @property
+    def languages(self) -> list[str]:
+        """Languages with a language-dependent adapter in the model."""
+        return sorted({lang for _, lang in self.adapters if lang is not None})
+
+    def _language(self, lang: str | None) -> dict[str, Any]:
+        """The encoder keyword selecting ``lang``'s adapters ({} for None). A language
+        without an adapter runs the base model (head languages of a multilingual model);
+        that is logged once per language, as it may also be a misspelt code."""
+        if lang is None:
+            return {}
+        if not isinstance(lang, str) or not lang:
+            raise ValueError(f"lang must be a non-empty language code, got {lang!r}")
+        warned = self.__dict__.setdefault("_warned_langs", set())
+        if lang not in self.languages and lang not in warned:
+            warned.add(lang)
+            log.info("%s: no adapter for language %r (adapters for: %s); the base model runs",
+                     self.path, lang, ", ".join(self.languages) or "none")
+        return {"language": lang}
+
     @property
     def can_transcribe(self) -> bool:
         """True for an ASR model (a search and a tokenizer)."""
@@ -343,8 +409,18 @@ class SpeechModel:
             self.module.to(_resolve_device(device))
         resolved = _resolve_dtype(dtype)
         if resolved is not None:
+            self._base_hash()  # of the weights as saved: adapters attached later check it
             self.module.to(resolved)
         return self
+
+    def _base_hash(self) -> str:
+        """:func:`~speechfm.models.adapter_store.base_model_hash` of the base weights as
+        loaded (kept from before any dtype cast)."""
+        if "_base_hash_value" not in self.__dict__:
+            from speechfm.models.adapter_store import base_model_hash
+
+            self.__dict__["_base_hash_value"] = base_model_hash(self.module)
+        return self.__dict__["_base_hash_value"]
 
     # ------------------------------------------------------------------ internals
 
@@ -424,6 +500,7 @@ class SpeechModel:
         lm: str | Path | None = None,
         graph: Any = None,
         acoustic_scale: float = 1.0,
+        lang: str | None = None,
     ) -> str | Transcript | list[str] | list[Transcript]:
         """Transcribe one input or a list of inputs.
 
@@ -449,6 +526,9 @@ class SpeechModel:
             lm: a ``speechfm lm train`` folder (G.fst + words.txt) to decode words with.
             graph: a :class:`speechfm.decode.graph.DecodingGraph` (or its folder).
             acoustic_scale: graph search: acoustic scale (1 / LM weight).
+            lang: the inputs' language: its language-dependent adapters run (see
+                :attr:`languages`); None = the base model (language-independent adapters
+                only).
 
         Returns:
             The text (str) for one input, a list of texts for a list (input order); with
@@ -459,6 +539,7 @@ class SpeechModel:
                 an array comes without its sample rate; the message names the input.
         """
         self._require_asr("transcribe")
+        lang_kw = self._language(lang)
         if lm is not None or graph is not None:
             method = "graph"
         if method not in METHODS:
@@ -469,11 +550,12 @@ class SpeechModel:
             if timestamps or confidences:
                 raise ValueError("timestamps/confidences are not available with graph decoding")
             return self._transcribe_graph(audio, sample_rate, batch_size, lexicon, lm, graph,
-                                          acoustic_scale)
+                                          acoustic_scale, lang_kw)
         waves, single = self._inputs(audio, sample_rate)
 
         def search(feats: torch.Tensor, feat_lens: torch.Tensor) -> list[CtcHypothesis]:
-            return self.module.recognize(feats, feat_lens, method=method, beam=beam)
+            return self.module.recognize(feats, feat_lens, method=method, beam=beam,
+                                         **lang_kw)
 
         hyps = self._batches(waves, batch_size, search)
         if timestamps or confidences:
@@ -517,7 +599,8 @@ class SpeechModel:
         return graph
 
     def _transcribe_graph(self, audio, sample_rate, batch_size, lexicon, lm, graph,
-                          acoustic_scale):
+                          acoustic_scale, lang_kw=None):
+        lang_kw = lang_kw or {}
         from speechfm.decode.graph import DecodingGraph, graph_hypotheses
 
         if not hasattr(self.module, "log_probs"):
@@ -532,7 +615,7 @@ class SpeechModel:
         waves, single = self._inputs(audio, sample_rate)
 
         def search(feats: torch.Tensor, feat_lens: torch.Tensor) -> list[str]:
-            log_probs, out_lens = self.module.log_probs(feats, feat_lens)
+            log_probs, out_lens = self.module.log_probs(feats, feat_lens, **lang_kw)
             found = graph_hypotheses(graph, log_probs, out_lens, acoustic_scale=acoustic_scale)
             return [graph.join(h.words) if graph.kind == "tlg" else self.tokenizer.decode(h.tokens)
                     for h in found]
@@ -675,6 +758,7 @@ class SpeechModel:
         beam: int = 4,
         chunk_size: int | None = None,
         left_context: int | None = None,
+        lang: str | None = None,
     ) -> AudioStream:
         """Start recognising one live audio stream (transducer models).
 
@@ -686,6 +770,8 @@ class SpeechModel:
                 :data:`DEFAULT_STREAM_CHUNK` frames for a full-context encoder.
             left_context: encoder frames of cached left context (-1 = all); default:
                 the model's.
+            lang: the stream's language: its language-dependent adapters run
+                (None = the base model).
 
         Returns:
             An :class:`AudioStream`: feed it pieces with ``accept_waveform``.
@@ -706,7 +792,7 @@ class SpeechModel:
             own = int(self.module.encoder.chunk_size or -1)
             chunk_size = own if own > 0 else DEFAULT_STREAM_CHUNK
         return AudioStream(self, method=method, beam=beam, chunk_size=chunk_size,
-                           left_context=left_context)
+                           left_context=left_context, **self._language(lang))
 
 
 class AudioStream:
@@ -721,13 +807,13 @@ class AudioStream:
     """
 
     def __init__(self, model: SpeechModel, *, method: str, beam: int, chunk_size: int | None,
-                 left_context: int | None) -> None:
+                 left_context: int | None, language: str | None = None) -> None:
         import kaldi_native_fbank as knf
 
         self._model = model
         module = model.module
         self._stream = module.stream(method=method, beam=beam, chunk_size=chunk_size,
-                                     left_context=left_context)
+                                     left_context=left_context, language=language)
         self._fbank = knf.OnlineFbank(module.encoder.fbank.config.to_knf())
         self._frames_used = 0
         self._rate: int | None = None

@@ -10,7 +10,9 @@ holds::
     tokenizer/           optional: the output tokenizer (ASR families)
     labels.json          optional: class labels (classification families)
     lexicon.txt          optional: word -> phones lexicon (phoneme models)
-    adapters/            optional: one <name>.safetensors (+ .json metadata) per adapter
+    adapters/            optional: adapter files attached on load, one <stem>.safetensors
+                         (+ .json metadata) each (speechfm.models.adapter_store): e.g. one
+                         language-dependent adapter per language
     lm_tokenizer/        optional: the tokenizer of a speech LM's text decoder
     graph/               optional: a CTC decoding graph (lexicon + n-gram LM, or a token
                          LM; speechfm.decode.graph.DecodingGraph)
@@ -235,19 +237,21 @@ def _load_lexicon(path: Path) -> dict[str, list[list[str]]]:
     return read_lexicon(path).to_dict()
 
 
-def _save_adapters(adapters: Mapping[str, Mapping[str, torch.Tensor]], path: Path) -> None:
-    from safetensors.torch import save_file
+def _save_adapters(adapters: Mapping[str, Any], path: Path) -> None:
+    from speechfm.models.adapter_store import AdapterFile, save_adapter
 
     path.mkdir(parents=True, exist_ok=True)
-    for name, state in adapters.items():
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
-                  str(path / f"{name}.safetensors"))
+    for stem, adapter in adapters.items():
+        if not isinstance(adapter, AdapterFile):
+            raise TypeError(f"adapters part: {stem!r} must be an AdapterFile "
+                            "(speechfm.models.adapter_store.export_adapter)")
+        save_adapter(adapter, path / stem)
 
 
-def _load_adapters(path: Path) -> dict[str, dict[str, torch.Tensor]]:
-    from safetensors.torch import load_file
+def _load_adapters(path: Path) -> dict[str, Any]:
+    from speechfm.models.adapter_store import read_adapter
 
-    return {p.stem: load_file(str(p)) for p in sorted(path.glob("*.safetensors"))}
+    return {p.stem: read_adapter(p) for p in sorted(path.glob("*.safetensors"))}
 
 
 def _save_graph(graph: Any, path: Path) -> None:
@@ -554,14 +558,24 @@ def load_model_dir(path: str | os.PathLike, *, device: str | torch.device = "cpu
         device: where the module goes.
         tokenizer: also load the tokenizer part when present.
 
+    Adapter files in its ``adapters/`` part are attached after the base weights load.
+
     Raises:
         DataError: what is missing or inconsistent, named (config.json, weights, family,
-            missing/unexpected/mis-shaped keys, tokenizer size against ``vocab_size``).
+            missing/unexpected/mis-shaped keys, tokenizer size against ``vocab_size``, an
+            adapter made for another base model).
     """
     directory = resolve_model_dir(path)
     meta = read_model_config(directory)
     module, config = build_model(meta, directory / CONFIG_FILE)
     load_state_strict(module, read_weights(directory, meta), directory / WEIGHTS_FILE)
+    stored = load_part(directory, "adapters", meta)
+    if stored:
+        from speechfm.models.adapter_store import attach_adapter, base_model_hash
+
+        base = base_model_hash(module)
+        for adapter in stored.values():
+            attach_adapter(module, adapter, base_hash=base)
     tok = load_part(directory, "tokenizer", meta) if tokenizer else None
     vocab = getattr(module, "vocab_size", None)
     if tok is not None and vocab is not None and tok.vocab_size != vocab:

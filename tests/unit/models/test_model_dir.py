@@ -107,7 +107,12 @@ def test_init_from_an_encoder_only_directory(tmp_path):
 def test_optional_parts_round_trip(tmp_path):
     config = _encoder_config()
     module = create_encoder_model(config)
-    adapters = {"ky": {"w": torch.arange(4.0)}, "tt": {"w": torch.ones(2)}}
+    from speechfm.models.adapter_store import AdapterFile
+
+    adapters = {"ky": AdapterFile({"format": "speechfm-adapter", "version": 1, "name": "lda",
+                                   "language": "ky"}, {"w": torch.arange(4.0)}),
+                "tt": AdapterFile({"format": "speechfm-adapter", "version": 1, "name": "lda",
+                                   "language": "tt"}, {"w": torch.ones(2)})}
     lexicon = {"salam": [["s", "a", "l", "a", "m"]], "a": [["a"], ["ə"]]}
     out = save_model_dir(tmp_path / "m", module, config, parts={
         "labels": ["yes", "no"], "lexicon": lexicon, "adapters": adapters})
@@ -117,7 +122,8 @@ def test_optional_parts_round_trip(tmp_path):
     assert load_part(out, "labels") == ["yes", "no"]
     assert load_part(out, "lexicon") == lexicon
     loaded = load_part(out, "adapters")
-    assert set(loaded) == {"ky", "tt"} and torch.equal(loaded["ky"]["w"], torch.arange(4.0))
+    assert set(loaded) == {"ky", "tt"} and torch.equal(loaded["ky"].state["w"], torch.arange(4.0))
+    assert loaded["tt"].key == "lda@tt"
     assert load_part(out, "tokenizer") is None
     with pytest.raises(DataError, match="unknown model-directory part"):
         load_part(out, "vocoder")
