@@ -74,6 +74,11 @@ class TransducerLossConfig:
     are counted; False lets the summed loss become inf."""
     backend: str = "auto"
     """RNN-T kernels: "auto" (compiled, fall back to PyTorch), "extension" or "torch"."""
+    first_pass_scale: float = 0.5
+    """Cascaded encoders: weight of the loss on the first (causal, streaming) encoder's
+    output; the final (cascaded) pass is weighted ``final_pass_scale``. One encoder: unused."""
+    final_pass_scale: float = 1.0
+    """Cascaded encoders: weight of the loss on the second (full-context) encoder's output."""
 
     def validate(self) -> None:
         """Raise ValueError naming the first inconsistent field."""
@@ -86,7 +91,8 @@ class TransducerLossConfig:
                 f"lm_scale and am_scale must be >= 0 with a sum <= 1, got {self.lm_scale} and "
                 f"{self.am_scale}"
             )
-        for name in ("simple_loss_scale", "pruned_start_scale", "ctc_scale", "clamp"):
+        for name in ("simple_loss_scale", "pruned_start_scale", "ctc_scale", "clamp",
+                     "first_pass_scale", "final_pass_scale"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.warm_steps < 0:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from speechfm.features.specaug import SpecAugmentConfig
 from speechfm.models.conformer.config import (
+    ConformerConfig,
     conformer_base,
     conformer_large,
     conformer_small,
@@ -55,10 +56,51 @@ class TransducerModelConfig:
     ctc_head: bool = False
     """Add a linear CTC output layer on the encoder, trained with the auxiliary CTC loss
     (``transducer_loss.ctc_scale``; icefall's ``--use-ctc``). Search does not use it."""
+    second_encoder: ConformerConfig | None = None
+    """A cascaded encoder: a non-causal Conformer stacked on the (causal, streaming) first
+    encoder's output for a final pass over the whole utterance; both passes share the
+    predictor and joiner and train jointly (``transducer_loss.first_pass_scale`` /
+    ``final_pass_scale``). Its front end must be ``stack`` with factor 1 (a projection of
+    the first encoder's frames), its ``input_dim`` and ``dim`` the first encoder's width,
+    and it has full context (no chunks). None = one encoder."""
+    adapters: list[dict[str, Any]] = field(default_factory=list)
+    """Adapters built with the model (so their weights load with it): each ``{"name",
+    "kind", "points", "options", "layers", "languages", "encoders"}``; ``languages`` makes
+    one adapter per language (language-dependent adapters, run only for that language),
+    ``encoders`` says which of "first" / "second" hold it (default: every encoder)."""
 
     def validate(self) -> None:
         """Raise ValueError naming the first inconsistent field."""
         self.encoder.validate()
+        if self.second_encoder is not None:
+            second, width = self.second_encoder, self.encoder.conformer.output_dim
+            second.validate()
+            if second.front_end != "stack" or second.subsampling_factor != 1:
+                raise ValueError("second_encoder needs front_end: stack with subsampling_factor "
+                                 f"1, got {second.front_end} x{second.subsampling_factor}")
+            if second.input_dim != width or second.dim != width:
+                raise ValueError(f"second_encoder input_dim and dim must be the first encoder's "
+                                 f"width {width}, got {second.input_dim} and {second.dim}")
+            if second.chunk_size > 0 or second.dynamic_chunk or second.length_adapter:
+                raise ValueError("second_encoder is the full-context final pass: no chunk_size, "
+                                 "dynamic_chunk or length_adapter")
+        from speechfm.nn.adapters import CONFORMER_POINTS, check_adapter_specs
+
+        plain = []
+        for i, spec in enumerate(self.adapters):
+            if not isinstance(spec, dict):
+                raise ValueError(f"adapters[{i}] must be a mapping, got {spec!r}")
+            langs = spec.get("languages")
+            if langs is not None and (not isinstance(langs, list) or not langs):
+                raise ValueError(f"adapters[{i}].languages must be a non-empty list or null")
+            encoders = spec.get("encoders") or ["first", "second"]
+            if not set(encoders) <= {"first", "second"}:
+                raise ValueError(f"adapters[{i}].encoders must name first and/or second, "
+                                 f"got {encoders}")
+            if "second" in encoders and spec.get("encoders") and self.second_encoder is None:
+                raise ValueError(f"adapters[{i}] asks for the second encoder; there is none")
+            plain.append({k: v for k, v in spec.items() if k not in ("languages", "encoders")})
+        check_adapter_specs(plain, CONFORMER_POINTS)
         if self.vocab_size < 2:
             raise ValueError(f"vocab_size must be >= 2 (blank + one token), got {self.vocab_size}")
         if not 0 <= self.blank_id < self.vocab_size:

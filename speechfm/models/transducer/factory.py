@@ -6,7 +6,7 @@ from speechfm.models.conformer.speech_encoder import create_speech_encoder
 from speechfm.models.transducer.config import TransducerModelConfig
 from speechfm.models.transducer.model import Joiner, StatelessPredictor, TransducerModel
 
-__all__ = ["create_transducer_model"]
+__all__ = ["add_config_adapters", "create_transducer_model"]
 
 
 def create_transducer_model(config: TransducerModelConfig) -> TransducerModel:
@@ -24,11 +24,35 @@ def create_transducer_model(config: TransducerModelConfig) -> TransducerModel:
         context_size=config.context_size,
     )
     joiner = Joiner(encoder.dim, config.decoder_dim, config.joiner_dim, config.vocab_size)
-    return TransducerModel(
+    second = None
+    if config.second_encoder is not None:
+        from speechfm.models.conformer.factory import create_conformer_encoder
+
+        second = create_conformer_encoder(config.second_encoder)
+    model = TransducerModel(
         encoder,
         predictor,
         joiner,
         vocab_size=config.vocab_size,
         blank_id=config.blank_id,
         ctc_head=config.ctc_head,
+        second_encoder=second,
     )
+    add_config_adapters(model, config.adapters)
+    return model
+
+
+def add_config_adapters(model: TransducerModel, specs) -> None:
+    """Build the adapters a config lists (``languages``: one per language; ``encoders``:
+    "first" and/or "second", default every encoder the model has)."""
+    from speechfm.nn.adapters import adapter_factory
+
+    hosts = {"first": model.encoder.conformer, "second": model.second_encoder}
+    for spec in specs:
+        for which in spec.get("encoders") or ["first", "second"]:
+            host = hosts[which]
+            if host is None:
+                continue
+            host.add_adapter(spec["name"], adapter_factory(spec["kind"], **(spec.get("options") or {})),
+                             points=spec["points"], layers=spec.get("layers"),
+                             languages=spec.get("languages"))

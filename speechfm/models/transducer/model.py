@@ -150,6 +150,13 @@ class TransducerModel(nn.Module):
         blank_id: the blank's id (speechfm tokenizers: 0).
         ctc_head: add ``ctc_output``, a linear CTC layer on the encoder output for the
             auxiliary CTC loss (``TransducerLossConfig.ctc_scale``).
+        second_encoder: a cascaded encoder: a full-context Conformer on the first
+            encoder's output (same width) for the final pass; None = one encoder.
+
+    With a cascade, :meth:`encode` / :meth:`recognize` give the final (cascaded) pass by
+    default and the first (causal) pass with ``final_pass=False``; :meth:`stream` runs the
+    first pass chunk by chunk; training weights both passes'
+    losses (``first_pass_scale`` / ``final_pass_scale`` of the loss config).
     """
 
     def __init__(
@@ -161,6 +168,7 @@ class TransducerModel(nn.Module):
         vocab_size: int,
         blank_id: int = 0,
         ctc_head: bool = False,
+        second_encoder: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= blank_id < vocab_size:
@@ -177,6 +185,10 @@ class TransducerModel(nn.Module):
         self.simple_am_proj = nn.Linear(encoder.dim, vocab_size)
         self.simple_lm_proj = nn.Linear(predictor.dim, vocab_size)
         self.ctc_output = nn.Linear(encoder.dim, vocab_size) if ctc_head else None
+        if second_encoder is not None and second_encoder.output_dim != encoder.dim:
+            raise ValueError(f"second encoder width {second_encoder.output_dim} != the first "
+                             f"encoder's {encoder.dim}")
+        self.second_encoder = second_encoder
         self.vocab_size = vocab_size
         self.blank_id = blank_id
 
@@ -185,10 +197,34 @@ class TransducerModel(nn.Module):
         """Tokens the predictor sees."""
         return self.predictor.context_size
 
-    def encode(self, feats: torch.Tensor, x_lens: torch.Tensor, **kwargs: Any):
+    @property
+    def cascaded(self) -> bool:
+        """True with a second (final-pass) encoder."""
+        return self.second_encoder is not None
+
+    def encode(self, feats: torch.Tensor, x_lens: torch.Tensor, *, final_pass: bool = True,
+               **kwargs: Any):
         """Encoder output (and layers): :meth:`SpeechEncoder.forward`. What the searches in
-        :mod:`speechfm.decode.transducer` take."""
-        return self.encoder(feats, x_lens, **kwargs)
+        :mod:`speechfm.decode.transducer` take.
+
+        With a cascade the final pass (``final_pass``, the default) feeds the first
+        encoder's output through the second; ``chunk_size`` / ``left_context`` apply to the
+        first encoder only, ``language`` / ``adapters`` to both. ``return_layers`` returns
+        the first encoder's layers (and its output)."""
+        if not self.cascaded or not final_pass or kwargs.get("return_layers") is not None:
+            return self.encoder(feats, x_lens, **kwargs)
+        enc, enc_lens = self.encoder(feats, x_lens, **kwargs)[:2]
+        return self.second_pass(enc, enc_lens, language=kwargs.get("language"),
+                                adapters=kwargs.get("adapters"))
+
+    def second_pass(self, enc: torch.Tensor, enc_lens: torch.Tensor, *,
+                    language: str | None = None, adapters: Any = None):
+        """The cascaded encoder over first-pass frames (full context): (out, out_lens)."""
+        if self.second_encoder is None:
+            raise ValueError("this transducer has no second (cascaded) encoder")
+        out, out_lens = self.second_encoder(enc, enc_lens, language=language,
+                                            adapters=adapters)[:2]
+        return out, out_lens
 
     def forward(self, batch: Mapping[str, Any], *, step: int,
                 loss_config: TransducerLossConfig | None = None, **kwargs: Any
@@ -216,15 +252,16 @@ class TransducerModel(nn.Module):
             loss, stats = self.compute_loss(
                 torch.zeros(1, 32, self.encoder.feature_dim, device=device),
                 torch.full((1,), 32, device=device), [[1]], loss_config=loss_config, step=step)
-        logged = {k: stats[k] for k in ("simple_loss", "pruned_loss", "full_loss", "ctc_loss")
-                  if k in stats}
+        logged = {k: stats[k] for k in ("simple_loss", "pruned_loss", "full_loss", "ctc_loss",
+                                        "first_pass_loss", "final_pass_loss") if k in stats}
         logged.update(num_utts=stats["num_utts"], num_infeasible=stats["num_infinite"])
         if not batch["cut_ids"]:  # the same stats keys as a real batch, all zero
             return loss * 0.0, 0, dict.fromkeys(logged, 0.0)
         return loss, stats["num_tokens"], logged
 
     def recognize(self, feats: torch.Tensor, x_lens: torch.Tensor, *, method: str = "greedy",
-                  beam: int = 4, max_sym_per_frame: int = 1, **kwargs: Any) -> list[CtcHypothesis]:
+                  beam: int = 4, max_sym_per_frame: int = 1, final_pass: bool = True,
+                  **kwargs: Any) -> list[CtcHypothesis]:
         """Best hypothesis per utterance: greedy or modified beam search.
 
         Args:
@@ -232,7 +269,9 @@ class TransducerModel(nn.Module):
             method: "greedy" or "beam" (modified beam search, no LM).
             beam: hypotheses kept.
             max_sym_per_frame: most tokens emitted per encoder frame.
-            kwargs: passed to the encoder (chunk_size, left_context: chunked attention).
+            final_pass: with a cascade, search the final pass (False: the first pass).
+            kwargs: passed to the encoder (chunk_size, left_context: chunked attention;
+                language, adapters).
 
         Returns:
             N hypotheses in the CTC hypothesis' shape (each token on one frame).
@@ -241,7 +280,7 @@ class TransducerModel(nn.Module):
 
         if method not in ("greedy", "beam"):
             raise ValueError(f"method must be greedy or beam, got {method!r}")
-        enc, enc_lens = self.encode(feats, x_lens, **kwargs)
+        enc, enc_lens = self.encode(feats, x_lens, final_pass=final_pass, **kwargs)[:2]
         if method == "greedy":
             hyps = greedy_search(self, enc, enc_lens, max_sym_per_frame=max_sym_per_frame)
         else:
@@ -316,7 +355,7 @@ class TransducerModel(nn.Module):
             padded, lens = targets, y_lens
         else:
             padded, lens = pad_targets(targets)
-        enc, enc_lens = self.encode(feats, x_lens, **kwargs)
+        enc, enc_lens = self.encoder(feats, x_lens, **kwargs)[:2]
         empty = torch.nonzero(enc_lens < 1).flatten().tolist()
         if empty:
             i = empty[0]
@@ -325,22 +364,36 @@ class TransducerModel(nn.Module):
                 f"{name}: {int(x_lens[i])} feature frames give 0 encoder frames (too short for "
                 "the front end); drop it from the data or pad the audio"
             )
-        out = transducer_loss(
-            enc,
-            enc_lens,
-            padded.to(enc.device),
-            lens.to(enc.device),
-            predictor=self.predictor,
-            joiner=self.joiner,
-            simple_am_proj=self.simple_am_proj,
-            simple_lm_proj=self.simple_lm_proj,
-            config=config,
-            step=step,
-            blank_id=self.blank_id,
-            utt_ids=utt_ids,
-        )
-        keep = out.finite
-        loss, per_utt = out.loss, out.per_utt
+        def pass_loss(frames: torch.Tensor):
+            return transducer_loss(
+                frames,
+                enc_lens,
+                padded.to(frames.device),
+                lens.to(frames.device),
+                predictor=self.predictor,
+                joiner=self.joiner,
+                simple_am_proj=self.simple_am_proj,
+                simple_lm_proj=self.simple_lm_proj,
+                config=config,
+                step=step,
+                blank_id=self.blank_id,
+                utt_ids=utt_ids,
+            )
+
+        first = None
+        if self.cascaded:
+            final, _ = self.second_pass(enc, enc_lens, language=kwargs.get("language"),
+                                        adapters=kwargs.get("adapters"))
+            first, out = pass_loss(enc), pass_loss(final)
+            # Both passes have the same frames, so an utterance fits both bands or neither.
+            keep = first.finite & out.finite
+            loss = config.first_pass_scale * first.loss + config.final_pass_scale * out.loss
+            per_utt = (config.first_pass_scale * first.per_utt
+                       + config.final_pass_scale * out.per_utt)
+        else:
+            out = pass_loss(enc)
+            keep = out.finite
+            loss, per_utt = out.loss, out.per_utt
         ctc_per = None
         if config.ctc_scale > 0:
             from speechfm.losses.ctc import ctc_loss
@@ -371,6 +424,9 @@ class TransducerModel(nn.Module):
         ):
             if part is not None:
                 stats[name] = float(part[keep].sum())
+        if first is not None:
+            stats["first_pass_loss"] = float(first.per_utt.detach()[keep].sum())
+            stats["final_pass_loss"] = float(out.per_utt.detach()[keep].sum())
         if ctc_per is not None:
             finite_ctc = keep & torch.isfinite(ctc_per).to(keep.device)
             stats["ctc_loss"] = float(ctc_per[finite_ctc.to(ctc_per.device)].sum())
