@@ -69,7 +69,7 @@ log = logging.getLogger("speechfm.train")
 CKPT_DIR = "checkpoints"
 FINAL_DIR = "final"
 SUMMARY_FILE = "train_summary.json"
-_AVERAGE = ("auto", "last", "checkpoints", "model_avg")
+_AVERAGE = ("auto", "last", "checkpoints", "model_avg", "best")
 
 
 @dataclass(kw_only=True)
@@ -158,7 +158,9 @@ class RunConfig:
     """Step checkpoints kept on disk."""
     average: str = "auto"
     """Exported weights: auto (best by the recipe's dev metric), last, checkpoints (mean of
-    the last ``average_last``) or model_avg (running average over the same span)."""
+    the last ``average_last``), model_avg (running average over the same span) or best (the
+    kept step checkpoint with the best dev metric, no averaging: e.g. an adapter's best
+    checkpoint)."""
     average_last: int = 3
     """Checkpoints averaged (``checkpoints``) / spanned (``model_avg``)."""
     average_period: int = 10
@@ -744,7 +746,11 @@ def _choose_weights(config: RunConfig, model_config: Any, ctx: RunContext, valid
         else:
             makers["model_avg"] = lambda: between
     wanted = config.average
-    if wanted != "auto" and wanted not in makers:
+    if wanted == "best":
+        if validate is None:
+            raise ValueError("average: best needs a dev set (dev_cuts) to choose by")
+        makers = {c.name: (lambda c=c: read_weights(c)) for c in ckpts}
+    if wanted not in ("auto", "best") and wanted not in makers:
         log.warning("average=%s needs more checkpoints than the %d kept; exporting the last "
                     "weights", wanted, len(ckpts))
         wanted = "last"
@@ -755,7 +761,7 @@ def _choose_weights(config: RunConfig, model_config: Any, ctx: RunContext, valid
         return {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
 
     candidates: dict[str, Any] = {}
-    if wanted == "auto" and validate is not None and len(makers) > 1:
+    if wanted == "best" or (wanted == "auto" and validate is not None and len(makers) > 1):
         best = None
         for name, make in makers.items():
             weights = cast(make())

@@ -112,6 +112,21 @@ def test_early_stopping_and_higher_is_better_selection(toy_family, corpus, tmp_p
     exported = speechfm.load(result.final_dir).module
     assert float(exported.head.weight.detach().sum()) == pytest.approx(candidates[best]["score"], abs=1e-5)
 
+    # average: best = the kept step checkpoint with the best dev metric, not an average
+    result = _run(corpus, tmp_path / "step", validate=by_weights, metric="score", higher=True,
+                  average="best")
+    candidates = result.summary["average"]["candidates"]
+    assert sorted(candidates) == ["step-000004", "step-000006", "step-000008"]  # keep_last 3
+    best = max(candidates, key=lambda k: candidates[k]["score"])
+    assert result.summary["average"]["chosen"] == best
+    exported = speechfm.load(result.final_dir).module
+    from speechfm.models.io import read_weights
+
+    ckpt = read_weights(tmp_path / "step" / "checkpoints" / best)
+    assert all(torch.equal(v, ckpt[k]) for k, v in exported.state_dict().items())
+    with pytest.raises(ValueError, match="needs a dev set"):
+        _run(corpus, tmp_path / "nodev", average="best")
+
 
 def test_ema_weights_follow_and_resume_exactly(toy_family, corpus, tmp_path):
     def make(exp, steps, resume):
