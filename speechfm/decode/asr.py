@@ -30,7 +30,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,27 +110,64 @@ def _stream_search(model, feats, x_lens, *, method: str, beam: int, chunk_size: 
 @torch.no_grad()
 def evaluate_recognizer(model, cuts, tokenizer, *, targets: str, device: str | torch.device = "cpu",
                         max_duration: float = 200.0, world_size: int = 1, rank: int = 0,
-                        loss_kwargs: Mapping[str, Any] | None = None) -> dict[str, float]:
-    """Dev loss (per token) and greedy error rates of an ASR ``model`` over ``cuts``.
+                        loss_kwargs: Mapping[str, Any] | None = None,
+                        languages: Sequence[str] | None = None,
+                        search_kwargs: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """Dev loss (per token) and error rates of an ASR ``model`` over ``cuts``, overall and
+    optionally per language.
 
     The loss is the model's training loss (``model(batch, **loss_kwargs)``), the error
-    rates come from ``model.recognize(..., method="greedy")``.
+    rates come from ``model.recognize(features, lengths, **search_kwargs)`` (greedy search
+    unless ``search_kwargs`` asks for another). Cuts without a reference are not scored.
 
     Under data parallelism pass ``world_size``/``rank`` on every rank: each scores its
     share and the sums are all-reduced, so every rank returns the same numbers. With the
     default ``world_size=1`` nothing is reduced (safe to call from rank 0 alone).
 
+    Args:
+        model: the ASR model (``model.encoder.fbank.config``, the training forward and
+            ``recognize``).
+        cuts: the CutSet to score.
+        tokenizer: normalises the references and decodes the hypotheses.
+        targets: "text" or "ipa" (what the references are).
+        device: where the model runs.
+        max_duration: seconds of audio per batch.
+        world_size, rank: this process's share of ``cuts`` under data parallelism.
+        loss_kwargs: keyword arguments of the model's training forward.
+        languages: also score these languages (by the supervision's language), each over
+            its own cuts. Under data parallelism every rank must pass the same list: it
+            fixes the size of what is all-reduced, whatever languages a rank's share holds.
+        search_kwargs: keyword arguments of ``model.recognize``, e.g.
+            ``{"final_pass": False, "chunk_size": 16}`` or ``{"language": "ky"}``.
+
     Returns:
         ``{"loss", "count" (tokens), "cer", "wer"}`` for text targets or
-        ``{"loss", "count", "per", "wer"}`` for IPA targets; rates are fractions.
+        ``{"loss", "count", "per", "wer"}`` for IPA targets; rates are fractions. With
+        ``languages``, also, for each language ``<lang>``, ``"utts_<lang>"`` (scored
+        utterances, a float like ``count``) and ``"cer_<lang>"``, ``"wer_<lang>"`` (or
+        ``"per_<lang>"``, ``"wer_<lang>"``). A listed language with no scored cut gets
+        ``utts_<lang> = 0`` and NaN rates, as the overall rates are NaN when nothing is
+        scored. Error counts add up: the errors of the listed languages plus those of the
+        other cuts are the overall errors.
+
+    Raises:
+        ValueError: ``languages`` is a single string, or names a language twice.
     """
     from speechfm.decode import score
     from speechfm.train.distributed import all_reduce_sum
 
+    if isinstance(languages, str):
+        raise ValueError(f"languages must be a sequence of language codes, got the string {languages!r}")
+    langs = list(languages or ())
+    if len(set(langs)) != len(langs):
+        raise ValueError(f"languages names a language more than once: {langs}")
     units = score_units(targets)
     was_training = model.training
     model.eval()
-    sums = torch.zeros(2 + 2 * len(units), dtype=torch.float64)
+    base = 2 + 2 * len(units)
+    per_lang = 1 + 2 * len(units)  # utterances, then (errors, ref_len) per unit
+    sums = torch.zeros(base + per_lang * len(langs), dtype=torch.float64)
+    search = dict(search_kwargs or {})
     try:
         for batch in iterate_batches(cuts, model.encoder.fbank.config, max_duration=max_duration,
                               world_size=world_size, rank=rank):
@@ -147,7 +184,11 @@ def evaluate_recognizer(model, cuts, tokenizer, *, targets: str, device: str | t
             loss, count, *_ = model(sub, **dict(loss_kwargs or {}))
             sums[0] += float(loss)
             sums[1] += float(count)
-            hyps = [tokenizer.decode(h.tokens) for h in model.recognize(feats, x_lens)]
+            hyps = [tokenizer.decode(h.tokens) for h in model.recognize(feats, x_lens, **search)]
+            batch_langs = batch.get("langs") or [None] * len(all_refs)
+            members = [[n for n, i in enumerate(keep) if batch_langs[i] == lang] for lang in langs]
+            for k, rows in enumerate(members):
+                sums[base + per_lang * k] += len(rows)
             for j, (unit, _) in enumerate(units):
                 ids = [str(i) for i in range(len(refs))]
                 result = score(dict(zip(ids, (_for_unit(r, unit, targets) for r in refs), strict=True)),
@@ -155,6 +196,10 @@ def evaluate_recognizer(model, cuts, tokenizer, *, targets: str, device: str | t
                                unit=unit)
                 sums[2 + 2 * j] += result.errors
                 sums[3 + 2 * j] += result.ref_len
+                for k, rows in enumerate(members):  # result.utts follow the order of ids
+                    at = base + per_lang * k + 1 + 2 * j
+                    sums[at] += sum(result.utts[n].errors for n in rows)
+                    sums[at + 1] += sum(result.utts[n].ref_len for n in rows)
     finally:
         model.train(was_training)
     if world_size > 1:
@@ -163,6 +208,12 @@ def evaluate_recognizer(model, cuts, tokenizer, *, targets: str, device: str | t
     out = {"loss": values[0] / values[1] if values[1] else math.nan, "count": values[1]}
     for j, (_, name) in enumerate(units):
         out[name] = values[2 + 2 * j] / values[3 + 2 * j] if values[3 + 2 * j] else math.nan
+    for k, lang in enumerate(langs):
+        at = base + per_lang * k
+        out[f"utts_{lang}"] = values[at]
+        for j, (_, name) in enumerate(units):
+            errors, ref_len = values[at + 1 + 2 * j], values[at + 2 + 2 * j]
+            out[f"{name}_{lang}"] = errors / ref_len if ref_len else math.nan
     return out
 
 
