@@ -1,0 +1,143 @@
+"""recipes/lda: one tail language's adapter trains on a frozen cascaded foundation (its
+base weights bit-identical in every checkpoint and the export), the adapter file it writes
+reproduces the trained model, and merge.py makes one multi-language model that equals each
+language's own model on that language."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+TEXTS = {"en": ["ab ba", "abba", "a b", "baab"], "ky": ["ba", "bab", "ab", "aab"],
+         "tt": ["aa b", "bb", "ab a", "b"]}
+
+
+def _merge_module():
+    spec = importlib.util.spec_from_file_location("_lda_merge", REPO / "recipes/lda/merge.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def foundation(tmp_path_factory):
+    """A tiny cascaded transducer (random weights) saved with a char tokenizer, and the
+    tone corpus' cuts."""
+    from reference_corpus import make_tone_corpus
+
+    from speechfm.models.conformer.config import ConformerConfig
+    from speechfm.models.io import save_model_dir
+    from speechfm.models.transducer import create_transducer_model, transducer_tiny
+    from speechfm.text import load_tokenizer
+
+    root = tmp_path_factory.mktemp("lda")
+    cuts, tok_dir = make_tone_corpus(root / "corpus", TEXTS)
+    tok = load_tokenizer(tok_dir)
+    config = transducer_tiny(tok.vocab_size)
+    config.encoder.normalization = "utterance"
+    config.encoder.conformer.conv_causal = True
+    config.encoder.conformer.conv_norm = "batch_norm"  # frozen BatchNorm must not drift
+    config.second_encoder = ConformerConfig(input_dim=32, front_end="stack", subsampling_factor=1,
+                                            dim=32, num_layers=1, num_heads=4, ffn_dim=64,
+                                            conv_kernel=5, dropout=0.1)
+    torch.manual_seed(0)
+    model = create_transducer_model(config)
+    out = save_model_dir(root / "foundation", model, config, parts={"tokenizer": tok})
+    return root, out, cuts
+
+
+def _train(recipe, root, foundation, cuts, lang, **kw):
+    from speechfm.config import config_from_dict
+
+    mod = recipe("lda")
+    config = config_from_dict(mod.LdaConfig, dict(
+        foundation=str(foundation), language=lang, train_cuts=str(cuts), dev_cuts=str(cuts),
+        max_steps=6, save_every=2, valid_every=2, keep_last=3, max_duration=3.0,
+        num_workers=0, num_threads=1, progress=False, seed=1, exp_dir=str(root / f"exp_{lang}"),
+        optimizer={"lr": 5e-2}, scheduler={"kind": "constant", "warmup_steps": 0},
+        adapter={"name": "lda", "kind": "bottleneck", "options": {"bottleneck": 4},
+                 "points": ["after_block"], "layers": None, "encoders": None}, **kw))
+    return mod, mod.train(config)
+
+
+@pytest.mark.slow
+def test_adapter_trains_alone_and_merges(recipe, foundation):
+    import speechfm
+    from speechfm.models.adapter_store import base_model_hash, read_adapter
+    from speechfm.models.io import load_model_dir, read_weights
+    from speechfm.nn.adapters import base_state_dict
+
+    root, found_dir, cuts = foundation
+    base = read_weights(found_dir)
+    results = {}
+    for lang in ("ky", "tt"):
+        mod, result = _train(recipe, root, found_dir, cuts, lang)
+        results[lang] = result
+        summary = json.loads((Path(result.final_dir).parent / "train_summary.json").read_text())
+        share = summary["trainable_parameters"] / summary["total_parameters"]
+        assert 0 < share < 0.2
+        assert summary["average"]["chosen"].startswith("step-")  # the best single checkpoint
+        # frozen base weights bit-identical in every checkpoint and in the export
+        ckpt_dirs = sorted((Path(result.final_dir).parent / "checkpoints").glob("step-*"))
+        assert len(ckpt_dirs) == 3
+        for d in [*ckpt_dirs, Path(result.final_dir)]:
+            w = read_weights(d)
+            for k, v in base.items():
+                assert torch.equal(w[k], v), (d, k)
+            assert any(f".lda@{lang}." in k for k in w)
+        adapter = read_adapter(summary["adapter_file"])
+        assert adapter.language == lang and adapter.meta["base_hash"] == base_model_hash(base)
+        assert adapter.meta["num_params"] == summary["trainable_parameters"]
+        assert set(adapter.meta["hosts"]) == {"encoder.conformer", "second_encoder"}
+        trained = load_model_dir(result.final_dir).module
+        assert not torch.equal(  # it trained (the up projection left zero)
+            adapter.state[next(k for k in adapter.state if k.endswith("up.weight"))],
+            torch.zeros_like(adapter.state[next(k for k in adapter.state if k.endswith("up.weight"))]))
+        assert base_model_hash(base_state_dict(trained)) == base_model_hash(base)
+
+    merged = _merge_module().merge(found_dir, [results[lang].summary["adapter_file"]
+                                               for lang in ("ky", "tt")], root / "merged")
+    model = speechfm.load(merged)
+    assert model.languages == ["ky", "tt"]
+    rng = np.random.default_rng(0)
+    waves = [(0.3 * rng.standard_normal(n)).astype(np.float32) for n in (9000, 12000, 7000)]
+    for lang in ("ky", "tt"):
+        own = speechfm.load(results[lang].final_dir)
+        assert model.transcribe(waves, sample_rate=16000, lang=lang) == own.transcribe(
+            waves, sample_rate=16000, lang=lang)
+        feats, lens = model.module.encoder.feature_extractor()(
+            torch.from_numpy(waves[1])[None], torch.tensor([12000]))
+        with torch.no_grad():
+            for final_pass in (True, False):
+                a = model.module.encode(feats, lens, language=lang, final_pass=final_pass)[0]
+                b = own.module.encode(feats, lens, language=lang, final_pass=final_pass)[0]
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    from speechfm.errors import DataError
+
+    with pytest.raises(DataError, match="second adapter"):
+        _merge_module().merge(found_dir, [results["ky"].summary["adapter_file"]] * 2,
+                              root / "bad")
+
+
+def test_config_checks(recipe, foundation):
+    mod = recipe("lda")
+    root, found_dir, cuts = foundation
+    with pytest.raises(ValueError, match="method"):
+        mod.LdaConfig(foundation=str(found_dir), language="ky", train_cuts=str(cuts),
+                      max_steps=2, method="lora").validate()
+    with pytest.raises(ValueError, match="unknown keys"):
+        mod.LdaConfig(foundation=str(found_dir), language="ky", train_cuts=str(cuts),
+                      max_steps=2, adapter={"name": "a", "kind": "bottleneck",
+                                            "points": ["after_block"], "size": 3}).validate()
+    config = mod.LdaConfig(foundation=str(found_dir), language="ky", train_cuts=str(cuts),
+                           max_steps=2)
+    model, model_config = mod.build_model(config)
+    trainable = [k for k, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(".lda@ky." in k for k in trainable)
+    assert model_config.adapters[-1]["languages"] == ["ky"]
