@@ -54,6 +54,10 @@ class TransducerConfig(RunConfig):
     (``{"encoder": {"conformer": {"conv_causal": true}}, "ctc_head": true}``)."""
     transducer_loss: TransducerLossConfig = field(default_factory=TransducerLossConfig)
     """Pruned (default) or full RNN-T loss and its weights."""
+    valid_languages: list[str] = field(default_factory=list)
+    """Languages whose dev CER/WER are also logged on their own at every validation
+    (``valid/cer_<lang>``, ``valid/wer_<lang>``: per-language curves of a multilingual
+    model); the checkpoint choice still uses the overall metric."""
     exp_dir: str = "exp/transducer"
     """Output directory of the run."""
 
@@ -122,7 +126,8 @@ def train(config: TransducerConfig, *, resume: bool = False):
         return evaluate_recognizer(model, dev_cuts, tokenizer, targets=targets, device=ctx.device,
                                    max_duration=config.max_duration,
                                    world_size=ctx.info.world_size, rank=ctx.info.rank,
-                                   loss_kwargs={"step": ctx.state.step, "loss_config": loss_config})
+                                   loss_kwargs={"step": ctx.state.step, "loss_config": loss_config},
+                                   languages=config.valid_languages or None)
 
     # The full loss leaves the simple-loss projections without gradient.
     unused = model_config.encoder.conformer.layer_drop > 0 or loss_config.kind == "full"

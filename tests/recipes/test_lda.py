@@ -59,7 +59,8 @@ def _train(recipe, root, foundation, cuts, lang, **kw):
     config = config_from_dict(mod.LdaConfig, dict(
         foundation=str(foundation), language=lang, train_cuts=str(cuts), dev_cuts=str(cuts),
         max_steps=6, save_every=2, valid_every=2, keep_last=3, max_duration=3.0,
-        num_workers=0, num_threads=1, progress=False, seed=1, exp_dir=str(root / f"exp_{lang}"),
+        num_workers=0, num_threads=1, progress=False, seed=1,
+        exp_dir=kw.pop("exp_dir", str(root / f"exp_{lang}")),
         optimizer={"lr": 5e-2}, scheduler={"kind": "constant", "warmup_steps": 0},
         adapter={"name": "lda", "kind": "bottleneck", "options": {"bottleneck": 4},
                  "points": ["after_block"], "layers": None, "encoders": None}, **kw))
@@ -100,6 +101,24 @@ def test_adapter_trains_alone_and_merges(recipe, foundation):
             adapter.state[next(k for k in adapter.state if k.endswith("up.weight"))],
             torch.zeros_like(adapter.state[next(k for k in adapter.state if k.endswith("up.weight"))]))
         assert base_model_hash(base_state_dict(trained)) == base_model_hash(base)
+
+    # noisy student: the foundation + ky's adapter label ky's audio, the student trains on
+    # the kept labels plus the labelled cuts, with SpecAugment and speed perturbation
+    spec = importlib.util.spec_from_file_location("_lda_pl", REPO / "recipes/lda/pseudo_label.py")
+    pl = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pl)
+    out = root / "pl_ky"
+    assert pl.main(["--teacher", str(found_dir), "--adapters", results["ky"].summary["adapter_file"],
+                    "--language", "ky", "--cuts", str(cuts), "--out", str(out),
+                    "--references", str(cuts), "--labelled", str(cuts),
+                    "--labelled-repeat", "2"]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["num_labels"] == len(TEXTS["ky"]) and stats["labelled"] == len(TEXTS["ky"])
+    assert stats["train_cuts"] == stats["num_kept"] + 2 * len(TEXTS["ky"])
+    assert "all_cer" in stats and stats["pass_"] == "final"
+    _, student = _train(recipe, root, found_dir, out / "train.jsonl.gz", "ky", speed_perturb=True,
+                        exp_dir=str(root / "exp_ky_student"))
+    assert Path(student.summary["adapter_file"]).is_file()
 
     merged = _merge_module().merge(found_dir, [results[lang].summary["adapter_file"]
                                                for lang in ("ky", "tt")], root / "merged")

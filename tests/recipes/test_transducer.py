@@ -178,3 +178,27 @@ def test_recipe_script_rejects_a_ctc_config_and_prints_its_config(repo_root, tmp
     bad = subprocess.run([sys.executable, str(script), str(conf), "model_size=ctc_small",
                           "--print-config"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "model_size must be one of" in bad.stderr
+
+
+def test_cascaded_foundation_with_per_language_dev_curves(corpus, tmp_path):
+    """A cascaded transducer (causal first encoder + full-context second) trains through the
+    recipe from config overrides alone, logging both passes' losses and each language's dev
+    error rates."""
+    second = {"input_dim": 32, "front_end": "stack", "subsampling_factor": 1, "dim": 32,
+              "num_layers": 1, "num_heads": 4, "ffn_dim": 64, "conv_kernel": 5}
+    exp = tmp_path / "cascade"
+    config = _config(corpus, exp, valid_languages=["en", "fr"],
+                     model={"encoder": {"conformer": {"conv_causal": True}},
+                            "second_encoder": second},
+                     transducer_loss={"warm_steps": 4, "first_pass_scale": 0.5})
+    final = train_asr(config)
+    meta = json.loads((final / "config.json").read_text())
+    assert meta["model"]["second_encoder"]["num_layers"] == 1
+    from speechfm.train import read_scalars
+
+    tags = read_scalars(exp)
+    for tag in ("train/first_pass_loss", "train/final_pass_loss", "valid/wer_en", "valid/cer_fr"):
+        assert tag in tags, sorted(tags)
+    model = speechfm.load(final)
+    assert model.module.cascaded
+    assert isinstance(model.transcribe(corpus[0] / "fr_1.wav"), str)
