@@ -3,11 +3,17 @@
     speechfm decode MODEL_DIR --cuts CUTS --out-dir DIR [--method greedy|beam] [--beam 4]
                     [--group-by lang|speaker|none] [--device cpu] [--max-duration S]
                     [--streaming] [--chunk-size C] [--left-context L] [--piece-frames P]
+                    [--language LANG] [--first-pass] [--adapters FILE [FILE ...]]
 
 ``--method beam`` is CTC prefix beam search or transducer modified beam search.
 ``--streaming`` (transducers) feeds every utterance to a stream, P feature frames at a
 time, decoded chunk by chunk with cached encoder state; ``--chunk-size``/``--left-context``
 without it decode whole utterances with chunked attention.
+
+``--language LANG`` runs LANG's language-dependent adapters (those of the model directory
+and any ``--adapters`` files attached on top) for every cut; ``--first-pass`` decodes a
+cascaded transducer's first (causal) pass offline instead of its final pass (streaming
+always runs the first pass; a model with one encoder has only one).
 
 Writes DIR/hyps.txt (Kaldi text), DIR/refs.txt, DIR/errs-<group>-<cer|wer|per>.txt,
 DIR/results.json and DIR/results.md, and prints the per-group table (CER and WER; PER
@@ -60,6 +66,15 @@ def register(subparsers) -> None:
     p.add_argument("--acoustic-scale", type=float, default=1.0,
                    help="--method graph: acoustic scale (1 / LM weight)")
     p.add_argument("--graph-beam", type=float, default=16.0, help="--method graph: search beam")
+    p.add_argument("--language", default=None, metavar="LANG",
+                   help="run LANG's language-dependent adapters for every cut (default: the "
+                        "base model, language-independent adapters only)")
+    p.add_argument("--first-pass", action="store_true",
+                   help="cascaded transducers: decode the first (causal, streaming) pass "
+                        "offline instead of the final pass")
+    p.add_argument("--adapters", nargs="+", default=None, metavar="FILE",
+                   help="adapter files (.safetensors) to attach to the model before decoding, "
+                        "on top of those the model directory carries")
     p.set_defaults(func=_decode)
 
 
@@ -110,9 +125,14 @@ def _decode(args: argparse.Namespace) -> int:
         group_by=args.group_by, device=args.device, max_duration=args.max_duration,
         num_workers=args.num_workers, streaming=args.streaming, chunk_size=args.chunk_size,
         left_context=args.left_context, piece_frames=args.piece_frames,
-        max_sym_per_frame=args.max_sym_per_frame,
+        max_sym_per_frame=args.max_sym_per_frame, language=args.language,
+        final_pass=not args.first_pass, adapters=args.adapters,
     )
     mode = f", streaming chunk {args.chunk_size or 'default'}" if args.streaming else ""
+    if args.first_pass and not args.streaming:
+        mode += ", first pass"
+    if args.language:
+        mode += f", language {args.language}"
     print(format_results_table(results, title=f"{args.cuts} ({args.method}{mode}, "
                                f"{results['num_utts']} utts, {results['hours']} h)"), end="")
     print(f"results: {args.out_dir}/results.json")

@@ -17,6 +17,9 @@ Search is the model's own (``model.recognize``: CTC greedy / prefix beam, transd
 greedy / modified beam), offline or streaming (``streaming=True``, for models with a
 ``stream`` method: every utterance fed in pieces, chunk by chunk with cached encoder
 state, exactly as a live stream would be). Nothing here asks which family a model is.
+``language=`` selects a language's adapters (``adapters=`` attaches more adapter files to
+the directory's model first); ``final_pass=False`` searches a cascaded transducer's first
+(causal) pass offline, as streaming always does.
 With ``graph=`` (a :class:`~speechfm.decode.graph.DecodingGraph`: lexicon + word LM, or a
 token-level LM) a CTC model's log-probs are searched through that graph instead.
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -94,13 +98,15 @@ def _references(batch: Mapping[str, Any], targets: str, tokenizer) -> list[str |
 
 
 def _stream_search(model, feats, x_lens, *, method: str, beam: int, chunk_size: int | None,
-                   left_context: int | None, piece_frames: int, max_sym_per_frame: int = 1
-                   ) -> list[list[int]]:
-    """Each utterance through the model's stream, ``piece_frames`` feature frames at a time."""
+                   left_context: int | None, piece_frames: int, max_sym_per_frame: int = 1,
+                   language: str | None = None) -> list[list[int]]:
+    """Each utterance through the model's stream, ``piece_frames`` feature frames at a time
+    (with ``language``'s adapters, if given)."""
+    lang = {} if language is None else {"language": language}
     out = []
     for n, length in enumerate(x_lens.tolist()):
         stream = model.stream(method=method, beam=beam, max_sym_per_frame=max_sym_per_frame,
-                              chunk_size=chunk_size, left_context=left_context)
+                              chunk_size=chunk_size, left_context=left_context, **lang)
         for start in range(0, length, piece_frames):
             stream.accept_features(feats[n, start:min(length, start + piece_frames)])
         out.append(stream.finalize().tokens)
@@ -225,6 +231,22 @@ def _group_of(batch: Mapping[str, Any], i: int, group_by: str) -> str:
     return value or UNKNOWN_GROUP
 
 
+def _attach_adapters(model, adapters: Sequence[str | os.PathLike]) -> list[str]:
+    """Attach adapter files to a loaded model; returns their keys (``name[@language]``)."""
+    from speechfm.models.adapter_store import attach_adapter, base_model_hash
+
+    base = base_model_hash(model)
+    return [attach_adapter(model, path, base_hash=base).key for path in adapters]
+
+
+def _adapter_languages(model) -> set[str]:
+    """Languages with a language-dependent adapter anywhere in ``model``."""
+    from speechfm.nn.adapters import AdapterHost
+
+    return {lang for sub in model.modules() if isinstance(sub, AdapterHost)
+            for block in sub.blocks for _, lang in block.adapters.keys() if lang is not None}
+
+
 def _counts(result) -> dict[str, Any]:
     return {"rate": result.rate, "percent": round(result.percent, 4), "errors": result.errors,
             "ref_len": result.ref_len, "ins": result.ins, "dels": result.dels, "subs": result.subs,
@@ -250,6 +272,9 @@ def decode_manifest(
     max_sym_per_frame: int = 1,
     graph: Any = None,
     graph_options: Mapping[str, Any] | None = None,
+    language: str | None = None,
+    final_pass: bool = True,
+    adapters: Sequence[str | os.PathLike] | None = None,
 ) -> dict[str, Any]:
     """Decode every cut of manifest ``cuts`` and write hyps, errs and results (module doc).
 
@@ -279,9 +304,29 @@ def decode_manifest(
         device: where the model runs.
         max_duration: seconds of audio per batch.
         num_workers: DataLoader workers.
+        language: every cut's language for the model: its language-dependent adapters run
+            (``language=`` to the search, the stream or the graph's log-probs); None = the
+            base model (language-independent adapters only). A language without an
+            adapter runs the base model (logged as a warning: it may be a misspelt code).
+        final_pass: a cascaded transducer's pass searched offline: True = the final
+            (full-context) pass, False = the first (causal, streaming) pass. A model with
+            one encoder has one pass: False changes nothing. Streaming always runs the
+            first pass.
+        adapters: adapter files (:mod:`speechfm.models.adapter_store`) attached to the
+            directory's model (after any the directory carries) before decoding.
 
     Returns:
-        The content of results.json.
+        The content of results.json. It also records ``language`` and ``adapters`` (the
+        attached files' ``name[@language]`` keys) when given, and ``final_pass`` (the pass
+        searched: False when streaming) for a cascaded model, or as None for a one-encoder
+        model given ``final_pass=False``. Without the new arguments a one-encoder model's
+        results hold no new keys.
+
+    Raises:
+        ValueError: a bad option (also: ``language`` not a non-empty string, ``adapters``
+            a single path rather than a sequence).
+        DataError: no manifest, a bad model directory, an adapter file made for another
+            base model (or already attached).
     """
     from lhotse import CutSet
 
@@ -295,9 +340,19 @@ def decode_manifest(
         raise ValueError(f"beam must be >= 1, got {beam}")
     if piece_frames < 1:
         raise ValueError(f"piece_frames must be >= 1, got {piece_frames}")
+    if language is not None and (not isinstance(language, str) or not language):
+        raise ValueError(f"language must be a non-empty language code, got {language!r}")
+    if isinstance(adapters, (str, os.PathLike)):
+        raise ValueError(f"adapters must be a sequence of adapter files, got the single path "
+                         f"{str(adapters)!r}")
     if not Path(cuts).is_file():
         raise DataError(f"{cuts}: no such manifest")
     model, tokenizer, meta = load_asr_model(model_dir, device=device)
+    attached = _attach_adapters(model, adapters) if adapters else []
+    if language is not None and language not in (known := _adapter_languages(model)):
+        log.warning("%s: no adapter for language %r (adapters for: %s); the base model runs",
+                    model_dir, language, ", ".join(sorted(known)) or "none")
+    cascaded = bool(getattr(model, "cascaded", False))
     if streaming and not hasattr(model, "stream"):
         raise ValueError(f"{model_dir}: streaming decoding needs a streaming-capable model "
                          f"(a {meta['family']} model has no stream())")
@@ -312,6 +367,9 @@ def decode_manifest(
             raise ValueError(f"{model_dir}: the decoding graph was built for other tokens")
     chunking = {k: v for k, v in (("chunk_size", chunk_size), ("left_context", left_context))
                 if v is not None}
+    encoder_kwargs = dict(chunking)
+    if language is not None:
+        encoder_kwargs["language"] = language
     targets = resolve_targets("auto", tokenizer)
     if graph is not None and graph.kind == "tlg":
         targets = "text"  # a lexicon graph outputs words: scored against the transcripts
@@ -336,17 +394,19 @@ def decode_manifest(
             tokens = _stream_search(model, feats, x_lens, method=method, beam=beam,
                                     chunk_size=chunk_size, left_context=left_context,
                                     piece_frames=piece_frames,
-                                    max_sym_per_frame=max_sym_per_frame)
+                                    max_sym_per_frame=max_sym_per_frame, language=language)
         elif graph is not None:
-            log_probs, out_lens = model.log_probs(feats, x_lens, **chunking)
+            log_probs, out_lens = model.log_probs(feats, x_lens, **encoder_kwargs)
             found = graph_hypotheses(graph, log_probs, out_lens, **dict(graph_options or {}))
             # a token graph's IPA output is scored on the best path's phones, words otherwise
             texts = [tokenizer.decode(h.tokens) if targets == "ipa" else graph.join(h.words)
                      for h in found]
         else:
-            search = dict(chunking)
+            search = dict(encoder_kwargs)
             if max_sym_per_frame != 1:  # a transducer's option; other searches need not take it
                 search["max_sym_per_frame"] = max_sym_per_frame
+            if cascaded and not final_pass:  # a model with one encoder has one pass
+                search["final_pass"] = False
             tokens = [h.tokens for h in model.recognize(feats, x_lens, method=method, beam=beam,
                                                         **search)]
         for i, (cut_id, ref) in enumerate(zip(batch["cut_ids"], _references(batch, targets, tokenizer), strict=True)):
@@ -382,6 +442,12 @@ def decode_manifest(
         "rtf": round(seconds / audio_seconds, 5) if audio_seconds else None,
         "overall": {}, "groups": {},
     }
+    if language is not None:
+        results["language"] = language
+    if cascaded or not final_pass:  # the pass searched (None: a model with one encoder)
+        results["final_pass"] = (final_pass and not streaming) if cascaded else None
+    if attached:
+        results["adapters"] = attached
     for unit, name in score_units(targets):
         r_u = {k: _for_unit(v, unit, targets) for k, v in refs.items()}
         h_u = {k: _for_unit(hyps.get(k, ""), unit, targets) for k in refs}
