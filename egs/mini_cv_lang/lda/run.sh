@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Language-dependent adapters (LDA) for tail languages in a streaming multilingual transducer
+# ("Efficient Adapter Finetuning for Tail Languages in Streaming Multilingual ASR"), on
+# mini_cv_lang: a cascaded foundation trained on imbalanced data (head languages ~10x the
+# tail languages' labelled utterances), then per tail language a small adapter on the frozen
+# foundation (supervised, and noisy-student with pseudo-labels), full fine-tuning for
+# comparison, and one merged model holding every language's best adapter -> RESULTS.md.
+#
+#   ./run.sh                               # every stage (about 2 hours on 2 CPU cores)
+#   ./run.sh --stage 3 --tail "ky tt"      # from the adapters on, two tail languages
+#
+# Stages (each skips what its .done markers say is done; 7-8 always rerun):
+#   0  data: the shared mini_cv_lang corpus (../prepare.sh), split by local/split_tail.py:
+#      head languages all their training utterances, each tail language N/--ratio labelled
+#      ones (N: the head languages' mean) and the rest as its unlabelled pool (transcripts
+#      removed; kept apart only to score pseudo-labels) -> DATA_LDA/
+#   1  the cascaded foundation (recipes/transducer, --foundation-conf) on head + tail
+#      labelled, per-language dev curves -> EXP/foundation
+#   2  supervised adapters: per tail language and adapter size (--adapter-sizes: bottleneck
+#      8 is ~0.4 % of the model, 48 ~2 %), only that language's adapter trains, on its
+#      labelled utterances (recipes/lda/train.py) -> EXP/adapter_b<size>/<lang>
+#   3  noisy student: the foundation + the language's supervised adapter (--student-size)
+#      labels its pool (final pass), confident labels kept (--min-confidence), and a
+#      student adapter trains on them + the labelled utterances with SpecAugment and speed
+#      perturbation (--student-rounds rounds, each teacher the previous student)
+#      -> DATA_LDA/pl/<lang>_r<k>, EXP/student_b<size>_r<k>/<lang>
+#   4  full fine-tuning of the whole foundation per tail language on its labelled
+#      utterances -> EXP/full/<lang>
+#   5  merge: per tail language the adapter (supervised or student) with the best dev WER
+#      -> EXP/merged (speechfm.load(EXP/merged).transcribe(x, lang=...) / .stream(lang=...))
+#   6  decode dev and test per language: every system on its tail language, final
+#      (cascaded) pass offline and the first pass streamed chunk by chunk (--stream-chunk);
+#      the foundation and the merged model on the head languages too -> EXP/decode/...
+#   7  RESULTS.md tables (local/write_results.py)
+set -euo pipefail
+__run_cmd="$0$(printf ' %q' "$@")"
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+stage=0
+stop_stage=100
+nj=2
+data_dir=../data          # the shared mini_cv_lang data (../prepare.sh)
+lda_data=data             # DATA_LDA: this task's splits and pseudo-labels
+exp_dir=exp               # EXP
+recipes=../../../recipes
+head="en es fr it ru tr nl pl"
+tail="ky tt sv id"
+ratio=10
+foundation_conf=$recipes/lda/configs/foundation.yaml
+foundation_args=          # extra key=value overrides of the foundation run
+adapter_conf=$recipes/lda/configs/adapter.yaml
+adapter_args=             # extra key=value overrides of every adapter / full fine-tuning run
+adapter_sizes="8 48"
+student_size=48
+student_rounds=1
+min_confidence=0.5
+full_args="optimizer.lr=5e-4"   # full fine-tuning: a lower learning rate for every weight
+stream_chunk=16
+text_dir=
+results_md=RESULTS.md
+. ../conf/corpus.conf   # langs, utts_per_lang, seed, snr_db, bpe_vocab_size
+. ../../utils/parse_options.sh
+. ../../utils/log.sh
+. ./path.sh
+
+data=$data_dir
+ldata=$lda_data
+exp=$exp_dir
+mkdir -p "$ldata" "$exp"
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+comma() { echo "$*" | tr ' ' ','; }
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  log "Stage 0: shared data (../prepare.sh; skips what is done) -> $data"
+  mkdir -p "$data"
+  abs_data=$(cd "$data" && pwd)
+  [ -n "$text_dir" ] && text_dir=$(cd "$text_dir" && pwd)
+  (cd .. && bash prepare.sh --data-dir "$abs_data" --nj "$nj" --langs "$langs" \
+    --utts-per-lang "$utts_per_lang" --seed "$seed" --snr-db "$snr_db" \
+    --bpe-vocab-size "$bpe_vocab_size" ${text_dir:+--text-dir "$text_dir"})
+  if [ ! -f "$ldata/.split.done" ]; then
+    log "Stage 0: head ($head) / tail ($tail) split, $ratio:1 -> $ldata"
+    python local/split_tail.py --cuts "$data/fbank/cuts_train.jsonl.gz" --head "$(comma $head)" \
+      --tail "$(comma $tail)" --ratio "$ratio" --seed "$seed" --out "$ldata"
+    touch "$ldata/.split.done"
+  fi
+fi
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ] && [ ! -f "$exp/foundation/.train.done" ]; then
+  log "Stage 1: the cascaded foundation ($foundation_conf) -> $exp/foundation"
+  mkdir -p "$exp/foundation"
+  echo "$__run_cmd" > "$exp/foundation/run_command.txt"
+  # shellcheck disable=SC2086
+  python "$recipes/transducer/train.py" "$foundation_conf" --exp-dir "$exp/foundation" --resume \
+    train_cuts="$ldata/cuts_foundation_train.jsonl.gz" dev_cuts="$data/fbank/cuts_dev.jsonl.gz" \
+    tokenizer="$data/lang_char" cmvn="$data/fbank/cmvn.json" \
+    "valid_languages=[$(comma $head $tail)]" $foundation_args
+  touch "$exp/foundation/.train.done"
+fi
+
+lda_train() {  # dir, language, train cuts, stage, extra overrides
+  local dir=$1
+  [ -f "$dir/.train.done" ] && return 0
+  log "Stage $4: $2 ($5) on $(basename "$3") -> $dir"
+  mkdir -p "$dir"
+  echo "$__run_cmd" > "$dir/run_command.txt"
+  # shellcheck disable=SC2086
+  python "$recipes/lda/train.py" "$adapter_conf" --exp-dir "$dir" --resume \
+    foundation="$exp/foundation/final" language="$2" train_cuts="$3" \
+    dev_cuts="$data/fbank/cuts_dev.jsonl.gz" $5 $adapter_args
+  touch "$dir/.train.done"
+}
+
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  for lang in $tail; do
+    for b in $adapter_sizes; do
+      lda_train "$exp/adapter_b$b/$lang" "$lang" "$ldata/cuts_tail_labelled.jsonl.gz" 2 \
+        "adapter.options.bottleneck=$b"
+    done
+  done
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  for lang in $tail; do
+    teacher=$exp/adapter_b$student_size/$lang/adapter/$lang.safetensors
+    for r in $(seq 1 "$student_rounds"); do
+      pl=$ldata/pl/${lang}_r$r
+      if [ ! -f "$pl/.done" ]; then
+        log "Stage 3: $lang pseudo-labels, round $r (teacher $teacher) -> $pl"
+        python "$recipes/lda/pseudo_label.py" --teacher "$exp/foundation/final" \
+          --adapters "$teacher" --language "$lang" --cuts "$ldata/cuts_tail_pool.jsonl.gz" \
+          --references "$ldata/cuts_tail_pool_refs.jsonl.gz" --out "$pl" \
+          --min-confidence "$min_confidence" --labelled "$ldata/cuts_tail_labelled.jsonl.gz" \
+          --labelled-repeat 2
+        touch "$pl/.done"
+      fi
+      student=$exp/student_b${student_size}_r$r/$lang
+      lda_train "$student" "$lang" "$pl/train.jsonl.gz" 3 \
+        "adapter.options.bottleneck=$student_size speed_perturb=true"
+      teacher=$student/adapter/$lang.safetensors
+    done
+  done
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  for lang in $tail; do
+    # shellcheck disable=SC2086
+    lda_train "$exp/full/$lang" "$lang" "$ldata/cuts_tail_labelled.jsonl.gz" 4 "method=full $full_args"
+  done
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  log "Stage 5: merge each tail language's best adapter by dev WER -> $exp/merged"
+  best=$(python local/best_adapters.py --exp "$exp" --langs "$(comma $tail)")
+  rm -rf "$exp/merged"
+  # shellcheck disable=SC2086
+  python "$recipes/lda/merge.py" --foundation "$exp/foundation/final" --adapters $best \
+    --out "$exp/merged"
+fi
+
+decode() {  # model dir, language, split, out dir, extra decode flags
+  [ -f "$4/results.json" ] && [ "$4/results.json" -nt "$1/model.safetensors" ] && return 0
+  python ../local/select_cuts.py langs --cuts "$data/fbank/cuts_$3.jsonl.gz" --langs "$2" \
+    --out "$4/cuts.jsonl.gz" > /dev/null
+  # shellcheck disable=SC2086
+  speechfm decode "$1" --cuts "$4/cuts.jsonl.gz" --out-dir "$4" --group-by lang $5 > /dev/null
+}
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  log "Stage 6: decode dev and test per language -> $exp/decode"
+  systems="foundation"
+  for d in "$exp"/adapter_b* "$exp"/student_b* "$exp"/full; do [ -d "$d" ] && systems+=" $(basename "$d")"; done
+  [ -d "$exp/merged" ] && systems+=" merged"
+  for sys in $systems; do
+    for lang in $tail $head; do
+      case $sys in
+        foundation) model=$exp/foundation/final ;;
+        merged) model=$exp/merged ;;
+        *) model=$exp/$sys/$lang/final ;;
+      esac
+      [ -f "$model/config.json" ] || continue
+      for split in dev test; do
+        out=$exp/decode/$sys/$split/$lang
+        decode "$model" "$lang" "$split" "$out/final" "--language $lang"
+        decode "$model" "$lang" "$split" "$out/stream" \
+          "--language $lang --streaming --chunk-size $stream_chunk"
+      done
+    done
+  done
+fi
+
+if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  log "Stage 7: tables -> $results_md"
+  python local/write_results.py --exp "$exp" --data "$ldata" --head "$(comma $head)" \
+    --tail "$(comma $tail)" --out "$results_md" --command "$__run_cmd"
+fi
