@@ -12,6 +12,9 @@
 * ``speechfm data few-shot --cuts IN --out OUT --k K [--seed S]`` keeps K cuts of every
   label (supervision text) of a classification manifest, the same ones for the same
   seed, and prints the clips per label.
+* ``speechfm data resample --cuts IN --out OUT --temperature T [--seed S]`` repeats cuts
+  of the smaller languages so that language shares follow temperature sampling
+  (``n ** (1 / T)``; T = inf: balanced), keeping every cut, and prints the counts.
 """
 
 from __future__ import annotations
@@ -122,6 +125,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--k", type=int, required=True, metavar="K", help="cuts per label")
     f.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     f.set_defaults(func=_few_shot)
+
+    r = sub.add_parser(
+        "resample",
+        help="temperature / balanced language sampling of a multilingual manifest",
+        description="Write IN with cuts of the smaller languages repeated (ids <id>_r<k>) so "
+        "that each language's share of utterances is proportional to n ** (1 / T): T 1 keeps "
+        "IN as it is, larger T flattens the shares, inf balances them. Every cut is kept; "
+        "the copies are drawn deterministically from --seed.",
+    )
+    r.add_argument("--cuts", required=True, metavar="IN", help="lhotse manifest")
+    r.add_argument("--out", required=True, metavar="OUT", help="output manifest (.jsonl.gz)")
+    r.add_argument("--temperature", type=float, required=True, metavar="T",
+                   help="sampling temperature (> 0; inf = language-balanced)")
+    r.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    r.add_argument("--max-copies", type=int, default=None, metavar="N",
+                   help="at most N copies of one cut")
+    r.set_defaults(func=_resample)
 
 
 def _manifest_name(src: Path, fmt: str) -> str:
@@ -246,4 +266,26 @@ def _few_shot(args: argparse.Namespace) -> int:
         subset.to_file(out)
     stats = split_summary({"few_shot": subset})["few_shot"]
     print(json.dumps({"in": args.cuts, "out": str(out), "k": args.k, "seed": args.seed, **stats}))
+    return 0
+
+
+def _resample(args: argparse.Namespace) -> int:
+    from speechfm.data.manifest import load_manifest
+    from speechfm.data.subsets import language_counts, language_resample
+
+    out = Path(args.out)
+    if not out.name.endswith(_MANIFEST_SUFFIXES):
+        raise DataError(
+            f"--out {out}: a lhotse manifest name must end in .jsonl.gz, .jsonl or .json"
+        )
+    if out.resolve() == Path(args.cuts).resolve():
+        raise DataError(f"--out {out} would overwrite the input {args.cuts}")
+    cuts = load_manifest(args.cuts).to_eager()
+    before = language_counts(cuts)
+    resampled = language_resample(cuts, args.temperature, args.seed, max_copies=args.max_copies)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    resampled.to_file(out)
+    print(json.dumps({"in": args.cuts, "out": str(out), "temperature": args.temperature,
+                      "seed": args.seed, "before": before,
+                      "after": language_counts(resampled)}))
     return 0

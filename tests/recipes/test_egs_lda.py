@@ -1,5 +1,5 @@
 """egs/mini_cv_lang/lda/run.sh end to end on a tiny corpus with tiny budgets: the
-head/tail split (the pool without transcripts), a cascaded foundation, supervised adapters
+head/tail split (the pool without transcripts), temperature sampling, a cascaded foundation, supervised adapters
 of two sizes, a noisy-student round, full fine-tuning, the merge, per-language decoding
 (final and streaming passes) and RESULTS.md, whose merged-model rows match the chosen
 adapters hypothesis for hypothesis."""
@@ -45,7 +45,7 @@ def lda_run(repo_root, tmp_path_factory):
     data, ldata, exp = root / "data", root / "lda_data", root / "exp"
     cmd = ["bash", str(repo_root.joinpath(*RECIPE, "run.sh")), "--data-dir", str(data),
            "--lda-data", str(ldata), "--exp-dir", str(exp), "--langs", "en,es,ky",
-           "--utts-per-lang", "12", "--head", "en es", "--tail", "ky", "--ratio", "3",
+           "--utts-per-lang", "12", "--head", "en es", "--tail", "ky", "--ratio", "3", "--temperature", "2",
            "--foundation-conf", str(root / "foundation.yaml"), "--adapter-args", ADAPTER_ARGS,
            "--adapter-sizes", "4 8", "--student-size", "8", "--min-confidence", "0",
            "--stream-chunk", "4", "--results-md", str(root / "RESULTS.md"), "--nj", "2"]
@@ -75,6 +75,12 @@ def test_lda_stages_end_to_end(lda_run):
     assert not labelled & {c["id"] for c in pool}
     found = {c["id"] for c in _cuts(ldata / "cuts_foundation_train.jsonl.gz")}
     assert labelled <= found and not found & {c["id"] for c in pool}
+    # temperature 2: ky repeated towards sqrt shares, and that is what the foundation saw
+    sampled = _cuts(ldata / "cuts_foundation_train_T2.jsonl.gz")
+    ky = [c for c in sampled if c["supervisions"][0]["language"] == "ky"]
+    assert len(ky) > len(labelled) and {c["id"] for c in sampled} >= found
+    summary = json.loads((exp / "foundation" / "train_summary.json").read_text())
+    assert summary["config"]["train_cuts"].endswith("cuts_foundation_train_T2.jsonl.gz")
     # every system trained, decoded on ky (final and streaming) and scored
     for system in ("adapter_b4", "adapter_b8", "student_b8_r1", "full"):
         assert (exp / system / "ky" / "final" / "config.json").is_file(), system

@@ -15,7 +15,8 @@
 #      ones (N: the head languages' mean) and the rest as its unlabelled pool (transcripts
 #      removed; kept apart only to score pseudo-labels) -> DATA_LDA/
 #   1  the cascaded foundation (recipes/transducer, --foundation-conf) on head + tail
-#      labelled, per-language dev curves -> EXP/foundation
+#      labelled (natural shares, or --temperature sampling), per-language dev curves
+#      -> EXP/foundation
 #   2  supervised adapters: per tail language and adapter size (--adapter-sizes: bottleneck
 #      8 is ~0.4 % of the model, 48 ~2 %), only that language's adapter trains, on its
 #      labelled utterances (recipes/lda/train.py) -> EXP/adapter_b<size>/<lang>
@@ -46,6 +47,8 @@ recipes=../../../recipes
 head="en es fr it ru tr nl pl"
 tail="ky tt sv id"
 ratio=10
+temperature=1             # foundation sampling: 1 = the natural (imbalanced) shares, 2 =
+                          # flatter (n^(1/2)), inf = language-balanced (speechfm data resample)
 foundation_conf=$recipes/lda/configs/foundation.yaml
 foundation_args=          # extra key=value overrides of the foundation run
 adapter_conf=$recipes/lda/configs/adapter.yaml
@@ -84,7 +87,15 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
       --tail "$(comma $tail)" --ratio "$ratio" --seed "$seed" --out "$ldata"
     touch "$ldata/.split.done"
   fi
+  if [ "$temperature" != 1 ] && [ ! -f "$ldata/cuts_foundation_train_T$temperature.jsonl.gz" ]; then
+    log "Stage 0: temperature-$temperature language sampling of the foundation's training set"
+    speechfm data resample --cuts "$ldata/cuts_foundation_train.jsonl.gz" \
+      --out "$ldata/cuts_foundation_train_T$temperature.jsonl.gz" --temperature "$temperature" \
+      --seed "$seed"
+  fi
 fi
+foundation_train=$ldata/cuts_foundation_train.jsonl.gz
+[ "$temperature" != 1 ] && foundation_train=$ldata/cuts_foundation_train_T$temperature.jsonl.gz
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ] && [ ! -f "$exp/foundation/.train.done" ]; then
   log "Stage 1: the cascaded foundation ($foundation_conf) -> $exp/foundation"
@@ -92,7 +103,7 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ] && [ ! -f "$exp/foundation/.train.d
   echo "$__run_cmd" > "$exp/foundation/run_command.txt"
   # shellcheck disable=SC2086
   python "$recipes/transducer/train.py" "$foundation_conf" --exp-dir "$exp/foundation" --resume \
-    train_cuts="$ldata/cuts_foundation_train.jsonl.gz" dev_cuts="$data/fbank/cuts_dev.jsonl.gz" \
+    train_cuts="$foundation_train" dev_cuts="$data/fbank/cuts_dev.jsonl.gz" \
     tokenizer="$data/lang_char" cmvn="$data/fbank/cmvn.json" \
     "valid_languages=[$(comma $head $tail)]" $foundation_args
   touch "$exp/foundation/.train.done"

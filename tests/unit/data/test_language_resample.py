@@ -157,3 +157,34 @@ def test_errors(corpus):
 
 def test_empty_input():
     assert len(language_resample(CutSet.from_cuts([]), temperature=2.0)) == 0
+
+
+def test_cli_resample(tmp_path, capsys):
+    import json
+
+    import soundfile as sf
+
+    from speechfm.cli import main
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(SR // 4, dtype=np.float32), SR)
+    cuts = []
+    for lang, n in {"en": 12, "ky": 3}.items():
+        for i in range(n):
+            rec = Recording.from_file(wav, recording_id=f"{lang}-{i}")
+            cuts.append(MonoCut(id=rec.id, start=0.0, duration=rec.duration, channel=0,
+                                recording=rec, supervisions=[SupervisionSegment(
+                                    id=rec.id, recording_id=rec.id, start=0.0,
+                                    duration=rec.duration, text="a", language=lang)]))
+    corpus = CutSet.from_cuts(cuts)
+    src = tmp_path / "in.jsonl.gz"
+    corpus.to_file(src)
+    assert main(["data", "resample", "--cuts", str(src), "--out", str(tmp_path / "out.jsonl.gz"),
+                 "--temperature", "inf"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["before"] == language_counts(corpus)
+    after = language_counts(CutSet.from_file(tmp_path / "out.jsonl.gz"))
+    assert printed["after"] == after and len(set(after.values())) == 1
+    assert main(["data", "resample", "--cuts", str(src), "--out", str(src),
+                 "--temperature", "2"]) != 0
+    assert "overwrite" in capsys.readouterr().err
