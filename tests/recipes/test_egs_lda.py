@@ -95,8 +95,11 @@ def test_lda_stages_end_to_end(lda_run):
     merged = json.loads((exp / "merged" / "config.json").read_text())
     assert merged["parts"]["adapters"] == "adapters"
     text = (root / "RESULTS.md").read_text()
+    api = json.loads((exp / "api_stream" / "results.json").read_text())
+    assert api["ky"]["num_utts"] > 0
     for heading in ("## Tail languages", "## Head languages", "## The merged model reproduces",
-                    "## Pseudo-labels", "## Foundation: per-language dev WER"):
+                    "## The merged model through the API", "## Pseudo-labels",
+                    "## Foundation: per-language dev WER"):
         assert heading in text, heading
     row = re.search(r"\| ky \| LDA, bottleneck \d+.*\| (\d+) of (\d+) \|", text)
     assert row and row.group(1) == row.group(2) and int(row.group(2)) > 0

@@ -31,7 +31,9 @@
 #      -> EXP/merged (speechfm.load(EXP/merged).transcribe(x, lang=...) / .stream(lang=...))
 #   6  decode dev and test per language: every system on its tail language, final
 #      (cascaded) pass offline and the first pass streamed chunk by chunk (--stream-chunk);
-#      the foundation and the merged model on the head languages too -> EXP/decode/...
+#      the foundation and the merged model on the head languages too -> EXP/decode/...;
+#      and the merged model streamed through the API (speechfm.load(...).stream(lang=),
+#      250 ms pieces) on each tail language's test set -> EXP/api_stream
 #   7  RESULTS.md tables (local/write_results.py)
 set -euo pipefail
 __run_cmd="$0$(printf ' %q' "$@")"
@@ -198,6 +200,12 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
       done
     done
   done
+fi
+
+if [ $stage -le 6 ] && [ $stop_stage -ge 6 ] && [ -d "$exp/merged" ]; then
+  log "Stage 6: the merged model streamed through the API per tail language -> $exp/api_stream"
+  python local/api_stream.py --model "$exp/merged" --cuts "$data/fbank/cuts_test.jsonl.gz" \
+    --langs "$(comma $tail)" --chunk-size "$stream_chunk" --out "$exp/api_stream"
 fi
 
 if [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then

@@ -162,6 +162,18 @@ def main() -> int:
                        f"{same} of {total} |")
         out.append("")
 
+    api = _json(exp / "api_stream" / "results.json")
+    if api:
+        out += ["## The merged model through the API: `speechfm.load(merged).stream(lang=...)`",
+                "", "Test CER / WER %: the API streamed in 250 ms pieces, beside stage 6's "
+                "streaming decode of the same model (`speechfm decode --streaming`).", "",
+                "| language | API stream | speechfm decode --streaming |", "|---|---:|---:|"]
+        for lang in tail:
+            a, d = api.get(lang), score(exp, "merged", "test", lang, "stream")
+            out.append(f"| {lang} | {_f(a and a['cer'])} / {_f(a and a['wer'])} | "
+                       f"{_f(d and d['cer'])} / {_f(d and d['wer'])} |")
+        out.append("")
+
     pls = sorted((args.data / "pl").glob("*_r*/stats.json"))
     if pls:
         out += ["## Pseudo-labels (teacher: foundation + the language's supervised adapter, "
