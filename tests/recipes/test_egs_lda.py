@@ -33,6 +33,18 @@ keep_last: 2
 average_last: 2
 progress: false
 """
+TINY_CTC = """
+model_size: ctc_tiny
+max_duration: 20
+num_workers: 0
+max_steps: 4
+save_every: 2
+valid_every: 2
+keep_last: 2
+average_last: 2
+progress: false
+scheduler: {kind: cosine, warmup_steps: 1}
+"""
 ADAPTER_ARGS = ("max_steps=4 save_every=2 valid_every=2 keep_last=2 max_duration=20 "
                 "scheduler.warmup_steps=1 "
                 "progress=false")
@@ -42,11 +54,13 @@ ADAPTER_ARGS = ("max_steps=4 save_every=2 valid_every=2 keep_last=2 max_duration
 def lda_run(repo_root, tmp_path_factory):
     root = tmp_path_factory.mktemp("egs_lda")
     (root / "foundation.yaml").write_text(TINY_FOUNDATION)
+    (root / "ctc.yaml").write_text(TINY_CTC)
     data, ldata, exp = root / "data", root / "lda_data", root / "exp"
     cmd = ["bash", str(repo_root.joinpath(*RECIPE, "run.sh")), "--data-dir", str(data),
            "--lda-data", str(ldata), "--exp-dir", str(exp), "--langs", "en,es,ky",
            "--utts-per-lang", "12", "--head", "en es", "--tail", "ky", "--ratio", "3", "--temperature", "2",
-           "--foundation-conf", str(root / "foundation.yaml"), "--adapter-args", ADAPTER_ARGS,
+           "--foundation-conf", str(root / "foundation.yaml"), "--ctc-conf",
+           str(root / "ctc.yaml"), "--adapter-args", ADAPTER_ARGS,
            "--adapter-sizes", "4 8", "--student-size", "8", "--min-confidence", "0",
            "--stream-chunk", "4", "--results-md", str(root / "RESULTS.md"), "--nj", "2"]
     res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1500)
@@ -81,6 +95,10 @@ def test_lda_stages_end_to_end(lda_run):
     assert len(ky) > len(labelled) and {c["id"] for c in sampled} >= found
     summary = json.loads((exp / "foundation" / "train_summary.json").read_text())
     assert summary["config"]["train_cuts"].endswith("cuts_foundation_train_T2.jsonl.gz")
+    # the first encoder started from a CTC model trained on the same data
+    assert summary["config"]["init_from"].endswith("foundation_ctc/final")
+    ctc = json.loads((exp / "foundation_ctc" / "train_summary.json").read_text())
+    assert ctc["config"]["train_cuts"] == summary["config"]["train_cuts"]
     # every system trained, decoded on ky (final and streaming) and scored
     for system in ("adapter_b4", "adapter_b8", "student_b8_r1", "full"):
         assert (exp / system / "ky" / "final" / "config.json").is_file(), system
