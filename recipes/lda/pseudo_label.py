@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.labelled_repeat < 1:
         p.error("--labelled-repeat must be >= 1")
     teacher = speechfm.load(args.teacher, adapters=args.adapters)
-    cuts = load_cuts(args.cuts).filter(
-        lambda c: c.supervisions and c.supervisions[0].language == args.language).to_eager()
+    cuts = CutSet.from_cuts(c for c in load_cuts(args.cuts)
+                            if c.supervisions and c.supervisions[0].language == args.language)
     if len(cuts) == 0:
         p.error(f"{args.cuts}: no {args.language} cut")
     search = {"final_pass": False} if args.first_pass else {}

@@ -104,7 +104,7 @@ def test_to_dict_round_trips(tmp_path, ctc):
         (["optimizer.betas=[0.9]"], "optimizer.betas"),
         (["speed_perturb=maybe"], "speed_perturb"),
         (["keep_last=0"], "keep_last"),
-        (["average=best"], "average"),
+        (["average=median"], "average"),
         (["volume_perturb_db=-3"], "volume_perturb_db"),
     ],
 )
