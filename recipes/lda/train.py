@@ -14,7 +14,8 @@ train, on ``train_cuts`` (that language's labelled utterances, plus pseudo-label
 for the noisy student: ``recipes/lda/pseudo_label.py``).  Frozen modules stay in eval
 mode (no dropout, no BatchNorm statistics updates: the base weights stay bit-identical);
 SpecAugment (``specaugment``) and speed perturbation (``speed_perturb``) are the student's
-noise.  The run exports the kept checkpoint with the best dev WER (``average: best``) and
+noise.  The run exports the kept checkpoint with the best dev WER (``average: best``;
+``select_metric: cer`` picks by CER) and
 writes that language's adapter file, ``EXP/adapter/<language>.safetensors`` (+ .json):
 attach it with ``speechfm.load(foundation, adapters=[...])`` or merge several languages'
 into one model directory with ``recipes/lda/merge.py``.
@@ -64,8 +65,10 @@ class LdaConfig(RunConfig):
         default_factory=lambda: TransducerLossConfig(warm_steps=0))
     """The loss (a trained foundation needs no pruned-loss warm-up)."""
     valid_final_pass: bool = True
-    """Select checkpoints by the final (cascaded) pass' dev WER; False: the streaming
-    (first) pass'."""
+    """Select checkpoints on the final (cascaded) pass; False: the streaming (first) pass."""
+    select_metric: str = "wer"
+    """Dev metric that picks the exported checkpoint: "wer" (the paper's) or "cer" (for a
+    foundation whose WER is near 100 %, where WER barely moves and CER still does)."""
     average: str = "best"
     exp_dir: str = "exp/lda"
 
@@ -73,6 +76,8 @@ class LdaConfig(RunConfig):
         super().validate()
         if not self.foundation or not self.language:
             raise ValueError("foundation and language must be set")
+        if self.select_metric not in ("wer", "cer"):
+            raise ValueError(f"select_metric must be wer or cer, got {self.select_metric!r}")
         if self.method not in ("adapter", "full"):
             raise ValueError(f"method must be adapter or full, got {self.method!r}")
         for key in ("name", "kind", "points"):
@@ -184,7 +189,8 @@ def train(config: LdaConfig, *, resume: bool = False):
                "base_hash": base_hash, "trainable_parameters": trainable,
                "total_parameters": total}
     result = run(config, model=model, model_config=model_config, loss_fn=loss_fn,
-                 validate=validate if dev_cuts is not None else None, metric="wer",
+                 validate=validate if dev_cuts is not None else None,
+                 metric=config.select_metric,
                  parts={"tokenizer": tokenizer}, find_unused_parameters=True,
                  summary=summary, resume=resume)
     if config.method == "adapter":

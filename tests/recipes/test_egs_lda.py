@@ -119,5 +119,5 @@ def test_lda_stages_end_to_end(lda_run):
                     "## The merged model through the API", "## Pseudo-labels",
                     "## Foundation: per-language dev WER"):
         assert heading in text, heading
-    row = re.search(r"\| ky \| LDA, bottleneck \d+.*\| (\d+) of (\d+) \|", text)
+    row = re.search(r"\| ky \| LDA, bottleneck \d+.*\(CER [\d.]+ %\) \| (\d+) of (\d+) \|", text)
     assert row and row.group(1) == row.group(2) and int(row.group(2)) > 0

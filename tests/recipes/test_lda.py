@@ -147,6 +147,9 @@ def test_adapter_trains_alone_and_merges(recipe, foundation):
 def test_config_checks(recipe, foundation):
     mod = recipe("lda")
     root, found_dir, cuts = foundation
+    with pytest.raises(ValueError, match="select_metric"):
+        mod.LdaConfig(foundation=str(found_dir), language="ky", train_cuts=str(cuts),
+                      max_steps=2, select_metric="loss").validate()
     with pytest.raises(ValueError, match="method"):
         mod.LdaConfig(foundation=str(found_dir), language="ky", train_cuts=str(cuts),
                       max_steps=2, method="lora").validate()

@@ -30,7 +30,8 @@
 #      -> DATA_LDA/pl/<lang>_r<k>, EXP/student_b<size>_r<k>/<lang>
 #   4  full fine-tuning of the whole foundation per tail language on its labelled
 #      utterances -> EXP/full/<lang>
-#   5  merge: per tail language the adapter (supervised or student) with the best dev WER
+#   5  merge: per tail language the adapter (supervised or student) best on dev (by the
+#      runs' select_metric: CER in recipes/lda/configs/adapter.yaml)
 #      -> EXP/merged (speechfm.load(EXP/merged).transcribe(x, lang=...) / .stream(lang=...))
 #   6  decode dev and test per language: every system on its tail language, final
 #      (cascaded) pass offline and the first pass streamed chunk by chunk (--stream-chunk);
@@ -185,7 +186,7 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
-  log "Stage 5: merge each tail language's best adapter by dev WER -> $exp/merged"
+  log "Stage 5: merge each tail language's best adapter on dev -> $exp/merged"
   best=$(python local/best_adapters.py --exp "$exp" --langs "$(comma $tail)")
   rm -rf "$exp/merged"
   # shellcheck disable=SC2086

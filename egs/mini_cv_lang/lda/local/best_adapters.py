@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Print, per tail language, the adapter file of its best run by dev WER (the adapter runs
+"""Print, per tail language, the adapter file of its best run on dev (the adapter runs
 EXP/adapter_b*/<lang> and EXP/student_b*_r*/<lang>), space-separated: what merge.py takes.
 
     python local/best_adapters.py --exp exp --langs ky,tt,sv,id [--json]
 
-Each run's dev WER is that of the checkpoint it exported (its train_summary.json).  Ties go
-to the smaller adapter (fewer parameters).
+"Best" is by the metric the runs chose their checkpoint with (their ``select_metric``: WER
+or CER), as the exported checkpoint scored it (train_summary.json).  Ties go to the smaller
+adapter (fewer parameters).
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ import sys
 from pathlib import Path
 
 
-def dev_wer(run: Path) -> float | None:
+def dev_score(run: Path) -> tuple[str, float] | None:
+    """(metric name, dev value) of a run's exported checkpoint, or None."""
     path = run / "train_summary.json"
     if not path.is_file():
         return None
     s = json.loads(path.read_text(encoding="utf-8"))
+    metric = (s.get("config") or {}).get("select_metric", "wer")
     avg = s.get("average") or {}
     dev = (avg.get("candidates") or {}).get(avg.get("chosen")) or s.get(
         "final_valid_last_weights") or {}
-    return dev.get("wer")
+    return None if metric not in dev else (metric, dev[metric])
 
 
 def best_runs(exp: Path, langs: list[str]) -> dict[str, dict]:
@@ -33,16 +36,20 @@ def best_runs(exp: Path, langs: list[str]) -> dict[str, dict]:
         runs = []
         for group in sorted(exp.glob("adapter_b*")) + sorted(exp.glob("student_b*")):
             run = group / lang
-            wer = dev_wer(run)
+            found = dev_score(run)
             file = run / "adapter" / f"{lang}.safetensors"
-            if wer is not None and file.is_file():
+            if found is not None and file.is_file():
                 params = json.loads((run / "train_summary.json").read_text())[
                     "trainable_parameters"]
-                runs.append((wer, params, str(file), group.name))
+                runs.append((found[1], params, str(file), group.name, found[0]))
         if not runs:
             raise SystemExit(f"best_adapters.py: no finished adapter run for {lang} under {exp}")
-        wer, params, file, group = min(runs)
-        out[lang] = {"file": file, "system": group, "dev_wer": wer, "params": params}
+        if len({r[4] for r in runs}) > 1:
+            raise SystemExit(f"best_adapters.py: {lang}'s runs chose checkpoints by different "
+                             "metrics; rerun them with one select_metric")
+        value, params, file, group, metric = min(runs)
+        out[lang] = {"file": file, "system": group, "metric": metric, "dev": value,
+                     "params": params}
     return out
 
 

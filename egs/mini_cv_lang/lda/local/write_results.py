@@ -145,7 +145,7 @@ def main() -> int:
 
     if (exp / "merged").is_dir():
         out += ["## The merged model reproduces each language's own best adapter", "",
-                "| language | chosen adapter (dev WER) | identical hypotheses (dev + test, "
+                "| language | chosen adapter (its dev metric) | identical hypotheses (dev + test, "
                 "final + streaming) |", "|---|---|---|"]
         for lang in tail:
             choice = best_runs(exp, [lang])[lang]
@@ -158,7 +158,8 @@ def main() -> int:
                         continue
                     total += len(b)
                     same += sum(a.get(k) == v for k, v in b.items())
-            out.append(f"| {lang} | {system_name(choice['system'])} ({choice['dev_wer']:.1f}) | "
+            out.append(f"| {lang} | {system_name(choice['system'])} ({choice['metric'].upper()} "
+                       f"{100 * choice['dev']:.1f} %) | "
                        f"{same} of {total} |")
         out.append("")
 
