@@ -103,6 +103,14 @@ def adapter_hosts(model: nn.Module, name: str, language: str | None = None) -> l
     return out
 
 
+def _own_state(model: nn.Module, name: str, language: str | None) -> dict[str, torch.Tensor]:
+    """The state-dict entries of exactly adapter ``name[@language]`` (``language`` None: the
+    language-independent one, not every language's)."""
+    from speechfm.nn.adapters import adapter_of_key
+
+    return {k: v for k, v in model.state_dict().items() if adapter_of_key(k) == (name, language)}
+
+
 def export_adapter(model: nn.Module, name: str, language: str | None = None, *,
                    spec: Mapping[str, Any], base_hash: str | None = None,
                    extra: Mapping[str, Any] | None = None) -> AdapterFile:
@@ -119,12 +127,7 @@ def export_adapter(model: nn.Module, name: str, language: str | None = None, *,
     Raises:
         ValueError: no such adapter, or ``spec`` lacks kind/points.
     """
-    from speechfm.nn.adapters import adapter_state_dict
-
-    state = {k: v.detach().to("cpu").clone() for k, v in
-             adapter_state_dict(model, name, language).items()
-             if (k.split(".adapters.slots.", 1)[1].split(".")[1]
-                 == (name if language is None else f"{name}@{language}"))}
+    state = {k: v.detach().to("cpu").clone() for k, v in _own_state(model, name, language).items()}
     if not state:
         what = name if language is None else f"{name}@{language}"
         raise ValueError(f"the model has no adapter {what!r}")
@@ -211,7 +214,7 @@ def attach_adapter(model: nn.Module, adapter: AdapterFile | str | os.PathLike, *
             host is missing, the same adapter is already attached, or its tensors do not
             match what its spec builds.
     """
-    from speechfm.nn.adapters import adapter_factory, adapter_state_dict
+    from speechfm.nn.adapters import adapter_factory
 
     where = adapter if not isinstance(adapter, AdapterFile) else f"adapter {adapter.key!r}"
     if not isinstance(adapter, AdapterFile):
@@ -242,8 +245,7 @@ def attach_adapter(model: nn.Module, adapter: AdapterFile | str | os.PathLike, *
             except ValueError as e:
                 raise DataError(f"{where}: cannot add adapter {adapter.key!r}: {e}") from e
             added.append(sub)
-        built = {k: v for k, v in adapter_state_dict(model, adapter.name, lang).items()
-                 if k.split(".adapters.slots.", 1)[1].split(".")[1] == adapter.key}
+        built = _own_state(model, adapter.name, lang)
         if set(built) != set(adapter.state) or any(
                 built[k].shape != adapter.state[k].shape for k in built):
             raise DataError(f"{where}: its tensors do not match what its spec builds "

@@ -14,6 +14,15 @@ import subprocess
 import pytest
 
 RECIPE = ("egs", "mini_cv_lang", "lda")
+TINY_RUN = """max_duration: 20
+num_workers: 0
+max_steps: 4
+save_every: 2
+valid_every: 2
+keep_last: 2
+average_last: 2
+progress: false
+"""
 TINY_FOUNDATION = """
 model_size: transducer_tiny
 model:
@@ -24,27 +33,11 @@ model:
                    num_layers: 1, num_heads: 4, ffn_dim: 64, conv_kernel: 5}
   ctc_head: true
 transducer_loss: {warm_steps: 2, ctc_scale: 0.3}
-max_duration: 20
-num_workers: 0
-max_steps: 4
-save_every: 2
-valid_every: 2
-keep_last: 2
-average_last: 2
-progress: false
-"""
+""" + TINY_RUN
 TINY_CTC = """
 model_size: ctc_tiny
-max_duration: 20
-num_workers: 0
-max_steps: 4
-save_every: 2
-valid_every: 2
-keep_last: 2
-average_last: 2
-progress: false
 scheduler: {kind: cosine, warmup_steps: 1}
-"""
+""" + TINY_RUN
 ADAPTER_ARGS = ("max_steps=4 save_every=2 valid_every=2 keep_last=2 max_duration=20 "
                 "scheduler.warmup_steps=1 "
                 "progress=false")
