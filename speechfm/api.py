@@ -306,14 +306,9 @@ class SpeechModel:
     @property
     def adapters(self) -> list[tuple[str, str | None]]:
         """(name, language or None) of every adapter in the model, sorted."""
-        from speechfm.nn.adapters import AdapterHost
+        from speechfm.nn.adapters import adapter_keys
 
-        keys: set[tuple[str, str | None]] = set()
-        for sub in self.module.modules():
-            if isinstance(sub, AdapterHost):
-                for block in sub.blocks:
-                    keys |= block.adapters.keys()
-        return sorted(keys, key=lambda k: (k[0], k[1] or ""))
+        return sorted(adapter_keys(self.module), key=lambda k: (k[0], k[1] or ""))
 
     @property
     def languages(self) -> list[str]:

@@ -241,10 +241,9 @@ def _attach_adapters(model, adapters: Sequence[str | os.PathLike]) -> list[str]:
 
 def _adapter_languages(model) -> set[str]:
     """Languages with a language-dependent adapter anywhere in ``model``."""
-    from speechfm.nn.adapters import AdapterHost
+    from speechfm.nn.adapters import adapter_keys
 
-    return {lang for sub in model.modules() if isinstance(sub, AdapterHost)
-            for block in sub.blocks for _, lang in block.adapters.keys() if lang is not None}
+    return {lang for _, lang in adapter_keys(model) if lang is not None}
 
 
 def _counts(result) -> dict[str, Any]:

@@ -55,6 +55,7 @@ __all__ = [
     "ConvAdapter",
     "ADAPTER_KINDS",
     "adapter_factory",
+    "adapter_keys",
     "adapter_of_key",
     "adapter_state_dict",
     "base_state_dict",
@@ -650,6 +651,12 @@ def freeze_all_but_adapters(module: nn.Module) -> int:
     for p in module.parameters():
         p.requires_grad_(id(p) in keep)
     return count_parameters(module, trainable_only=True)
+
+
+def adapter_keys(module: nn.Module) -> set[tuple[str, str | None]]:
+    """(name, language or None) of every adapter in any :class:`AdapterHost` of ``module``."""
+    return {key for sub in module.modules() if isinstance(sub, AdapterHost)
+            for block in sub.blocks for key in block.adapters.keys()}
 
 
 _SLOT_KEY = re.compile(r"(?:^|\.)adapters\.slots\.[^.]+\.([^.]+)\.")
