@@ -315,6 +315,63 @@ class SpeechModel:
         """Languages with a language-dependent adapter in the model."""
         return sorted({lang for _, lang in self.adapters if lang is not None})
 
+    @property
+    def language_id(self) -> Any:
+        """The model directory's language-ID head (:mod:`speechfm.models.language_id`), or
+        None. With one, ``transcribe`` without ``lang`` picks each input's language itself."""
+        if "_lid" not in self.__dict__:
+            head = None
+            if self.path is not None:
+                from speechfm.models.io import load_part
+                from speechfm.models.language_id import check_base
+
+                found = load_part(self.path, "language_id", self.config)
+                if found is not None:
+                    head, meta = found
+                    check_base(meta, self._base_hash(), self.path)
+            self.__dict__["_lid"] = head
+        head = self.__dict__["_lid"]
+        return None if head is None else head.to(self.device)
+
+    def identify_language(
+        self, audio: AudioInput | Sequence[AudioInput], *, sample_rate: int | None = None,
+        batch_size: int = 8,
+    ) -> str | list[str]:
+        """The language of one input (or of each of a list) by the language-ID head.
+
+        Raises:
+            SpeechfmError: the model has no language-ID head.
+        """
+        from speechfm.models.language_id import identify
+
+        head = self.language_id
+        if head is None:
+            raise SpeechfmError(f"{self.path}: no language-ID head (a language_id part; see "
+                                "recipes/lda/train_lid.py)")
+        waves, single = self._inputs(audio, sample_rate)
+        out = self._batches(waves, batch_size,
+                            lambda feats, lens: identify(self.module, head, feats, lens)[0])
+        return out[0] if single else out
+
+    def _by_language(self, lang: str | None, fn: Callable) -> Callable:
+        """``fn(feats, lens, **lang_kw)`` over a batch: with ``lang`` (or without a
+        language-ID head) every row in that language; with ``"auto"`` (or None and a head)
+        each row in the language the head picks, one sub-batch per language."""
+        head = self.language_id if lang in (None, "auto") else None
+        if lang == "auto" and head is None:
+            raise SpeechfmError(f"{self.path}: lang='auto' needs a language-ID head (a "
+                                "language_id part; see recipes/lda/train_lid.py)")
+        if head is None:
+            lang_kw = self._language(lang)
+            return lambda feats, lens: fn(feats, lens, **lang_kw)
+        from speechfm.models.language_id import identify, run_by_language
+
+        def run(feats: torch.Tensor, lens: torch.Tensor) -> list[Any]:
+            picked, _ = identify(self.module, head, feats, lens)
+            return run_by_language(feats, lens, picked,
+                                   lambda f, n, g: fn(f, n, **self._language(g)))
+        return run
+
     def _language(self, lang: str | None) -> dict[str, Any]:
         """The encoder keyword selecting ``lang``'s adapters ({} for None). A language
         without an adapter runs the base model (head languages of a multilingual model);
@@ -323,6 +380,9 @@ class SpeechModel:
             return {}
         if not isinstance(lang, str) or not lang:
             raise ValueError(f"lang must be a non-empty language code, got {lang!r}")
+        if lang == "auto":  # transcribe resolves it before; a stream cannot wait for it
+            raise ValueError("lang='auto' is for transcribe (the language-ID head reads the "
+                             "whole input); give a stream its language code")
         warned = self.__dict__.setdefault("_warned_langs", set())
         if lang not in self.languages and lang not in warned:
             warned.add(lang)
@@ -523,7 +583,8 @@ class SpeechModel:
             acoustic_scale: graph search: acoustic scale (1 / LM weight).
             lang: the inputs' language: its language-dependent adapters run (see
                 :attr:`languages`); None = the base model (language-independent adapters
-                only).
+                only), or, when the model has a language-ID head (:attr:`language_id`),
+                each input's language as the head picks it (as ``"auto"`` does).
 
         Returns:
             The text (str) for one input, a list of texts for a list (input order); with
@@ -534,7 +595,6 @@ class SpeechModel:
                 an array comes without its sample rate; the message names the input.
         """
         self._require_asr("transcribe")
-        lang_kw = self._language(lang)
         if lm is not None or graph is not None:
             method = "graph"
         if method not in METHODS:
@@ -545,14 +605,14 @@ class SpeechModel:
             if timestamps or confidences:
                 raise ValueError("timestamps/confidences are not available with graph decoding")
             return self._transcribe_graph(audio, sample_rate, batch_size, lexicon, lm, graph,
-                                          acoustic_scale, lang_kw)
+                                          acoustic_scale, lang)
         waves, single = self._inputs(audio, sample_rate)
 
-        def search(feats: torch.Tensor, feat_lens: torch.Tensor) -> list[CtcHypothesis]:
+        def search(feats: torch.Tensor, feat_lens: torch.Tensor, **lang_kw) -> list[CtcHypothesis]:
             return self.module.recognize(feats, feat_lens, method=method, beam=beam,
                                          **lang_kw)
 
-        hyps = self._batches(waves, batch_size, search)
+        hyps = self._batches(waves, batch_size, self._by_language(lang, search))
         if timestamps or confidences:
             out: list[Any] = [
                 self._transcript(h, w.shape[0] / self.sample_rate)
@@ -594,8 +654,7 @@ class SpeechModel:
         return graph
 
     def _transcribe_graph(self, audio, sample_rate, batch_size, lexicon, lm, graph,
-                          acoustic_scale, lang_kw=None):
-        lang_kw = lang_kw or {}
+                          acoustic_scale, lang=None):
         from speechfm.decode.graph import DecodingGraph, graph_hypotheses
 
         if not hasattr(self.module, "log_probs"):
@@ -609,13 +668,13 @@ class SpeechModel:
             raise SpeechfmError("the decoding graph was built for other tokens than the model's")
         waves, single = self._inputs(audio, sample_rate)
 
-        def search(feats: torch.Tensor, feat_lens: torch.Tensor) -> list[str]:
+        def search(feats: torch.Tensor, feat_lens: torch.Tensor, **lang_kw) -> list[str]:
             log_probs, out_lens = self.module.log_probs(feats, feat_lens, **lang_kw)
             found = graph_hypotheses(graph, log_probs, out_lens, acoustic_scale=acoustic_scale)
             return [graph.join(h.words) if graph.kind == "tlg" else self.tokenizer.decode(h.tokens)
                     for h in found]
 
-        out = self._batches(waves, batch_size, search)
+        out = self._batches(waves, batch_size, self._by_language(lang, search))
         return out[0] if single else out
 
     def classify(

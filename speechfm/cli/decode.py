@@ -11,7 +11,8 @@ time, decoded chunk by chunk with cached encoder state; ``--chunk-size``/``--lef
 without it decode whole utterances with chunked attention.
 
 ``--language LANG`` runs LANG's language-dependent adapters (those of the model directory
-and any ``--adapters`` files attached on top) for every cut; ``--first-pass`` decodes a
+and any ``--adapters`` files attached on top) for every cut; ``--language auto`` lets the
+model's language-ID head pick each cut's language (DIR/lid.txt); ``--first-pass`` decodes a
 cascaded transducer's first (causal) pass offline instead of its final pass (streaming
 always runs the first pass; a model with one encoder has only one).
 
@@ -67,7 +68,8 @@ def register(subparsers) -> None:
                    help="--method graph: acoustic scale (1 / LM weight)")
     p.add_argument("--graph-beam", type=float, default=16.0, help="--method graph: search beam")
     p.add_argument("--language", default=None, metavar="LANG",
-                   help="run LANG's language-dependent adapters for every cut (default: the "
+                   help="run LANG's language-dependent adapters for every cut; 'auto': the "
+                        "model's language-ID head picks each cut's language (default: the "
                         "base model, language-independent adapters only)")
     p.add_argument("--first-pass", action="store_true",
                    help="cascaded transducers: decode the first (causal, streaming) pass "

@@ -252,6 +252,25 @@ def _counts(result) -> dict[str, Any]:
             "num_utts": result.num_utts, "sentence_errors": result.sentence_errors}
 
 
+AUTO = "auto"
+"""``language=`` value that lets the model's language-ID head pick each cut's language."""
+
+
+def _language_id_head(model, model_dir: str | Path, meta: Mapping[str, Any]):
+    """The model directory's language-ID head, checked against the model's base weights."""
+    from speechfm.models.adapter_store import base_model_hash
+    from speechfm.models.io import load_part
+    from speechfm.models.language_id import check_base
+
+    found = load_part(model_dir, "language_id", meta)
+    if found is None:
+        raise DataError(f"{model_dir}: language {AUTO!r} needs a language-ID head (the model "
+                        "directory has no language_id part; see recipes/lda/train_lid.py)")
+    head, lid_meta = found
+    check_base(lid_meta, base_model_hash(model), model_dir)
+    return head.to(next(model.parameters()).device)
+
+
 @torch.no_grad()
 def decode_manifest(
     model_dir: str | Path,
@@ -307,6 +326,11 @@ def decode_manifest(
             (``language=`` to the search, the stream or the graph's log-probs); None = the
             base model (language-independent adapters only). A language without an
             adapter runs the base model (logged as a warning: it may be a misspelt code).
+            ``"auto"``: the model directory's language-ID head (its ``language_id`` part)
+            picks each cut's language from the base model's encoder output; the picks are
+            written to ``lid.txt`` and scored against the supervisions' languages
+            (``results["language_id"]``). Streaming with ``"auto"`` identifies the language
+            from the whole utterance first (not a causal decision).
         final_pass: a cascaded transducer's pass searched offline: True = the final
             (full-context) pass, False = the first (causal, streaming) pass. A model with
             one encoder has one pass: False changes nothing. Streaming always runs the
@@ -347,8 +371,9 @@ def decode_manifest(
     if not Path(cuts).is_file():
         raise DataError(f"{cuts}: no such manifest")
     model, tokenizer, meta = load_asr_model(model_dir, device=device)
+    lid_head = _language_id_head(model, model_dir, meta) if language == AUTO else None
     attached = _attach_adapters(model, adapters) if adapters else []
-    if language is not None and language not in (known := _adapter_languages(model)):
+    if language not in (None, AUTO) and language not in (known := _adapter_languages(model)):
         log.warning("%s: no adapter for language %r (adapters for: %s); the base model runs",
                     model_dir, language, ", ".join(sorted(known)) or "none")
     cascaded = bool(getattr(model, "cascaded", False))
@@ -367,8 +392,6 @@ def decode_manifest(
     chunking = {k: v for k, v in (("chunk_size", chunk_size), ("left_context", left_context))
                 if v is not None}
     encoder_kwargs = dict(chunking)
-    if language is not None:
-        encoder_kwargs["language"] = language
     targets = resolve_targets("auto", tokenizer)
     if graph is not None and graph.kind == "tlg":
         targets = "text"  # a lexicon graph outputs words: scored against the transcripts
@@ -383,33 +406,51 @@ def decode_manifest(
     start = time.perf_counter()
     durations = {c.id: c.duration for c in cutset}
     skipped: list[str] = []
+    lid: dict[str, str] = {}  # cut -> language picked by the language-ID head
+    lid_true: dict[str, str | None] = {}
     for batch in iterate_batches(cutset, model.encoder.fbank.config, max_duration=max_duration,
                           num_workers=num_workers):
         skipped.extend(batch["skipped_cut_ids"])
         if not batch["cut_ids"]:
             continue
         feats, x_lens = batch["features"].to(device), batch["x_lens"].to(device)
-        if streaming:
-            tokens = _stream_search(model, feats, x_lens, method=method, beam=beam,
-                                    chunk_size=chunk_size, left_context=left_context,
-                                    piece_frames=piece_frames,
-                                    max_sym_per_frame=max_sym_per_frame, language=language)
-        elif graph is not None:
-            log_probs, out_lens = model.log_probs(feats, x_lens, **encoder_kwargs)
-            found = graph_hypotheses(graph, log_probs, out_lens, **dict(graph_options or {}))
-            # a token graph's IPA output is scored on the best path's phones, words otherwise
-            texts = [tokenizer.decode(h.tokens) if targets == "ipa" else graph.join(h.words)
-                     for h in found]
+
+        def rows(feats: torch.Tensor, x_lens: torch.Tensor, language: str | None) -> list[str]:
+            """Hypothesis texts of a (sub-)batch whose rows are all in ``language``."""
+            lang = {} if language is None else {"language": language}
+            if streaming:
+                tokens = _stream_search(model, feats, x_lens, method=method, beam=beam,
+                                        chunk_size=chunk_size, left_context=left_context,
+                                        piece_frames=piece_frames,
+                                        max_sym_per_frame=max_sym_per_frame, language=language)
+            elif graph is not None:
+                log_probs, out_lens = model.log_probs(feats, x_lens, **encoder_kwargs, **lang)
+                found = graph_hypotheses(graph, log_probs, out_lens, **dict(graph_options or {}))
+                # a token graph's IPA output is scored on the best path's phones, words otherwise
+                return [tokenizer.decode(h.tokens) if targets == "ipa" else graph.join(h.words)
+                        for h in found]
+            else:
+                search = {**encoder_kwargs, **lang}
+                if max_sym_per_frame != 1:  # a transducer's option; other searches need not take it
+                    search["max_sym_per_frame"] = max_sym_per_frame
+                if cascaded and not final_pass:  # a model with one encoder has one pass
+                    search["final_pass"] = False
+                tokens = [h.tokens for h in model.recognize(feats, x_lens, method=method,
+                                                            beam=beam, **search)]
+            return [tokenizer.decode(t) for t in tokens]
+
+        if lid_head is not None:
+            from speechfm.models.language_id import identify, run_by_language
+
+            picked, _ = identify(model, lid_head, feats, x_lens)
+            lid.update(zip(batch["cut_ids"], picked, strict=True))
+            for cut_id, true_lang in zip(batch["cut_ids"], batch.get("langs") or [], strict=False):
+                lid_true[cut_id] = true_lang
+            texts = run_by_language(feats, x_lens, picked, rows)
         else:
-            search = dict(encoder_kwargs)
-            if max_sym_per_frame != 1:  # a transducer's option; other searches need not take it
-                search["max_sym_per_frame"] = max_sym_per_frame
-            if cascaded and not final_pass:  # a model with one encoder has one pass
-                search["final_pass"] = False
-            tokens = [h.tokens for h in model.recognize(feats, x_lens, method=method, beam=beam,
-                                                        **search)]
+            texts = rows(feats, x_lens, language)
         for i, (cut_id, ref) in enumerate(zip(batch["cut_ids"], _references(batch, targets, tokenizer), strict=True)):
-            hyps[cut_id] = texts[i] if graph is not None else tokenizer.decode(tokens[i])
+            hyps[cut_id] = texts[i]
             audio_seconds += durations[cut_id]
             if ref is not None:
                 refs[cut_id] = ref
@@ -443,6 +484,14 @@ def decode_manifest(
     }
     if language is not None:
         results["language"] = language
+    if lid_head is not None:
+        _write_kaldi(out_dir / "lid.txt", {k: lid[k] for k in order if k in lid})
+        known = [k for k in lid if lid_true.get(k) is not None]
+        results["language_id"] = {
+            "languages": lid_head.languages, "num_utts": len(known),
+            "accuracy": (sum(lid[k] == lid_true[k] for k in known) / len(known)) if known else None,
+            "picked": {lang: sum(v == lang for v in lid.values()) for lang in sorted(set(lid.values()))},
+        }
     if cascaded or not final_pass:  # the pass searched (None: a model with one encoder)
         results["final_pass"] = (final_pass and not streaming) if cascaded else None
     if attached:

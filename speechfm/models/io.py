@@ -254,6 +254,19 @@ def _load_adapters(path: Path) -> dict[str, Any]:
     return {p.stem: read_adapter(p) for p in sorted(path.glob("*.safetensors"))}
 
 
+def _save_language_id(value: Any, path: Path) -> None:
+    from speechfm.models.language_id import save_language_id
+
+    head, meta = value
+    save_language_id(head, path, base_hash=meta["base_hash"], extra=meta)
+
+
+def _load_language_id(path: Path) -> Any:
+    from speechfm.models.language_id import load_language_id
+
+    return load_language_id(path)
+
+
 def _save_graph(graph: Any, path: Path) -> None:
     graph.save(path)
 
@@ -280,6 +293,7 @@ PARTS: dict[str, Part] = {
     "adapters": Part("adapters", _save_adapters, _load_adapters),
     "lm_tokenizer": Part("lm_tokenizer", _save_tokenizer, _load_tokenizer),
     "graph": Part("graph", _save_graph, _load_graph),
+    "language_id": Part("language_id.safetensors", _save_language_id, _load_language_id),
 }
 """Optional parts of a model directory, by name (config.json's ``"parts"`` lists those present)."""
 

@@ -55,7 +55,7 @@ def lda_run(repo_root, tmp_path_factory):
            "--foundation-conf", str(root / "foundation.yaml"), "--ctc-conf",
            str(root / "ctc.yaml"), "--adapter-args", ADAPTER_ARGS,
            "--adapter-sizes", "4 8", "--student-size", "8", "--min-confidence", "0",
-           "--stream-chunk", "4", "--results-md", str(root / "RESULTS.md"), "--nj", "2"]
+           "--stream-chunk", "4", "--lid-steps", "100", "--results-md", str(root / "RESULTS.md"), "--nj", "2"]
     res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1500)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return root, data, ldata, exp, res
@@ -105,12 +105,19 @@ def test_lda_stages_end_to_end(lda_run):
     assert stats["num_labels"] == len(pool)
     merged = json.loads((exp / "merged" / "config.json").read_text())
     assert merged["parts"]["adapters"] == "adapters"
+    # the language-ID head: trained on en, es, ky, in the merged model, used by --language auto
+    assert merged["parts"]["language_id"] == "language_id.safetensors"
+    lid = json.loads((exp / "lid" / "language_id.json").read_text())
+    assert lid["languages"] == ["en", "es", "ky"] and set(lid["train_utts"]) == {"en", "es", "ky"}
+    auto = json.loads((exp / "decode" / "merged_lid" / "test" / "ky" / "final" /
+                       "results.json").read_text())
+    assert auto["language"] == "auto" and auto["language_id"]["num_utts"] == auto["num_utts"] > 0
     text = (root / "RESULTS.md").read_text()
     api = json.loads((exp / "api_stream" / "results.json").read_text())
     assert api["ky"]["num_utts"] > 0
     for heading in ("## Tail languages", "## Head languages", "## The merged model reproduces",
                     "## The merged model through the API", "## Pseudo-labels",
-                    "## Foundation: per-language dev WER"):
+                    "## Foundation: per-language dev WER", "## Without a language id"):
         assert heading in text, heading
     row = re.search(r"\| ky \| LDA, bottleneck \d+.*\(CER [\d.]+ %\) \| (\d+) of (\d+) \|", text)
     assert row and row.group(1) == row.group(2) and int(row.group(2)) > 0

@@ -142,6 +142,65 @@ def test_adapter_trains_alone_and_merges(recipe, foundation):
     with pytest.raises(DataError, match="second adapter"):
         _merge_module().merge(found_dir, [results["ky"].summary["adapter_file"]] * 2,
                               root / "bad")
+    _language_id(found_dir, cuts, root, [results[lang].summary["adapter_file"] for lang in ("ky", "tt")],
+                 waves)
+
+
+def _language_id(found_dir, cuts, root, adapter_files, waves):
+    """train_lid.py trains a head on the frozen foundation, merge.py --language-id adds it;
+    without a language the merged model then runs, per input, the adapter of the language
+    the head picks, in the API and in ``decode_manifest(language="auto")``."""
+    import speechfm
+    from speechfm.decode.asr import decode_manifest
+    from speechfm.errors import DataError, SpeechfmError
+    from speechfm.models.language_id import LanguageIdHead, save_language_id
+
+    spec = importlib.util.spec_from_file_location("_lda_lid", REPO / "recipes/lda/train_lid.py")
+    lid = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lid)
+    head_file = root / "lid" / "language_id.safetensors"
+    report = lid.train(str(found_dir), [str(cuts)], [str(cuts)], head_file, steps=100,
+                       max_duration=3.0)
+    assert report["languages"] == ["en", "ky", "tt"]
+    assert report["train_utts"] == {lang: len(t) for lang, t in sorted(TEXTS.items())}
+    assert 0.0 <= report["dev"]["accuracy"] <= 1.0 and head_file.with_suffix(".json").is_file()
+    merged = _merge_module().merge(found_dir, adapter_files, root / "merged_lid", head_file)
+    model = speechfm.load(merged)
+    assert model.language_id is not None and model.language_id.languages == ["en", "ky", "tt"]
+    picked = model.identify_language(waves, sample_rate=16000)
+    assert len(picked) == len(waves) and set(picked) <= {"en", "ky", "tt"}
+    assert model.identify_language(waves[0], sample_rate=16000) == picked[0]
+    auto = model.transcribe(waves, sample_rate=16000)
+    assert auto == model.transcribe(waves, sample_rate=16000, lang="auto")
+    assert auto == [model.transcribe(w, sample_rate=16000, lang=lang)
+                    for w, lang in zip(waves, picked, strict=True)]
+    with pytest.raises(ValueError, match="auto"):
+        model.stream(lang="auto")
+    with pytest.raises(SpeechfmError, match="language-ID head"):
+        speechfm.load(found_dir).transcribe(waves[0], sample_rate=16000, lang="auto")
+
+    results = decode_manifest(merged, cuts, root / "decode_auto", language="auto")
+    lid_lines = dict(line.split() for line in (root / "decode_auto/lid.txt").read_text().splitlines())
+    assert results["language_id"]["num_utts"] == len(lid_lines) == sum(map(len, TEXTS.values()))
+    hyps = dict((line.split(" ", 1) + [""])[:2] for line in
+                (root / "decode_auto/hyps.txt").read_text().splitlines())
+    for lang in ("ky", "tt", "en"):  # each cut decoded with the language picked for it
+        ids = sorted(k for k, v in lid_lines.items() if v == lang)
+        if not ids:
+            continue
+        one = decode_manifest(merged, cuts, root / f"decode_{lang}", language=lang)
+        del one
+        own = dict((line.split(" ", 1) + [""])[:2] for line in
+                   (root / f"decode_{lang}/hyps.txt").read_text().splitlines())
+        assert {k: hyps[k] for k in ids} == {k: own[k] for k in ids}
+
+    # a head trained on another base model is refused, by merge and by decode
+    other = save_language_id(LanguageIdHead(32, ["ky", "tt"]), root / "other.safetensors",
+                             base_hash="0" * 64)
+    with pytest.raises(DataError, match="another base model"):
+        _merge_module().merge(found_dir, adapter_files, root / "bad_lid", other)
+    with pytest.raises(DataError, match="language-ID head"):
+        decode_manifest(found_dir, cuts, root / "decode_none", language="auto")
 
 
 def test_config_checks(recipe, foundation):

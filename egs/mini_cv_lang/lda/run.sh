@@ -32,10 +32,13 @@
 #      utterances -> EXP/full/<lang>
 #   5  merge: per tail language the adapter (supervised or student) best on dev (by the
 #      runs' select_metric: CER in recipes/lda/configs/adapter.yaml)
-#      -> EXP/merged (speechfm.load(EXP/merged).transcribe(x, lang=...) / .stream(lang=...))
+#      -> EXP/merged (speechfm.load(EXP/merged).transcribe(x, lang=...) / .stream(lang=...)),
+#      with a small language-ID head on the frozen foundation (recipes/lda/train_lid.py,
+#      head + tail languages) that picks the adapter when no language is given -> EXP/lid
 #   6  decode dev and test per language: every system on its tail language, final
 #      (cascaded) pass offline and the first pass streamed chunk by chunk (--stream-chunk);
-#      the foundation and the merged model on the head languages too -> EXP/decode/...;
+#      the foundation and the merged model on the head languages too, and the merged
+#      model with the language from its language-ID head (--language auto) -> EXP/decode/...;
 #      and the merged model streamed through the API (speechfm.load(...).stream(lang=),
 #      250 ms pieces) on each tail language's test set -> EXP/api_stream
 #   7  RESULTS.md tables (local/write_results.py)
@@ -67,6 +70,8 @@ student_size=48
 student_rounds=1
 min_confidence=0.5
 full_args="optimizer.lr=5e-4"   # full fine-tuning: a lower learning rate for every weight
+lid_per_lang=200           # language-ID head: training utterances per language
+lid_steps=2000
 stream_chunk=16
 text_dir=
 results_md=RESULTS.md
@@ -188,10 +193,19 @@ fi
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   log "Stage 5: merge each tail language's best adapter on dev -> $exp/merged"
   best=$(python local/best_adapters.py --exp "$exp" --langs "$(comma $tail)")
+  lid=$exp/lid/language_id.safetensors
+  if [ ! -f "$exp/lid/.done" ] || [ "$exp/foundation/final/model.safetensors" -nt "$lid" ]; then
+    log "Stage 5: a language-ID head on the frozen foundation -> $exp/lid"
+    python "$recipes/lda/train_lid.py" --model "$exp/foundation/final" \
+      --train-cuts "$ldata/cuts_foundation_train.jsonl.gz" "$ldata/cuts_tail_pool.jsonl.gz" \
+      --dev-cuts "$data/fbank/cuts_dev.jsonl.gz" --langs "$(comma $head $tail)" \
+      --max-per-lang "$lid_per_lang" --steps "$lid_steps" --out "$lid"
+    touch "$exp/lid/.done"
+  fi
   rm -rf "$exp/merged"
   # shellcheck disable=SC2086
   python "$recipes/lda/merge.py" --foundation "$exp/foundation/final" --adapters $best \
-    --out "$exp/merged"
+    --language-id "$lid" --out "$exp/merged"
 fi
 
 decode() {  # model dir, language, split, out dir, extra decode flags
@@ -223,6 +237,14 @@ if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
       done
     done
   done
+  if [ -f "$exp/merged/language_id.safetensors" ]; then
+    for lang in $tail; do  # no language given: the merged model's language-ID head picks it
+      for split in dev test; do
+        decode "$exp/merged" "$lang" "$split" "$exp/decode/merged_lid/$split/$lang/final" \
+          "--language auto"
+      done
+    done
+  fi
 fi
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ] && [ -d "$exp/merged" ]; then

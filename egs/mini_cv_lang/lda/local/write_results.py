@@ -175,6 +175,27 @@ def main() -> int:
                        f"{_f(d and d['cer'])} / {_f(d and d['wer'])} |")
         out.append("")
 
+    lid = _json(exp / "lid" / "language_id.json")
+    if lid:
+        out += ["## Without a language id: the merged model's language-ID head picks the adapter",
+                "", f"A {len(lid['languages'])}-language head on the frozen foundation's pooled "
+                f"encoder output (`recipes/lda/train_lid.py`, best dev step {lid['best_step']}). "
+                "Test CER / WER % of the merged model on each tail language with the language "
+                "given and with the head's pick (`speechfm decode --language auto`, final pass), "
+                "and the head's accuracy (dev, and on that test set).", "",
+                "| language | LID accuracy dev | LID accuracy test | merged, language given | "
+                "merged, language from the head |", "|---|---:|---:|---:|---:|"]
+        for lang in tail:
+            given = score(exp, "merged", "test", lang, "final")
+            auto = score(exp, "merged_lid", "test", lang, "final")
+            res = _json(exp / "decode" / "merged_lid" / "test" / lang / "final" / "results.json")
+            acc = (res or {}).get("language_id", {}).get("accuracy")
+            out.append(f"| {lang} | {_f(pct(lid['dev'].get(f'acc_{lang}')))} | {_f(pct(acc))} | "
+                       f"{_f(given and given['cer'])} / {_f(given and given['wer'])} | "
+                       f"{_f(auto and auto['cer'])} / {_f(auto and auto['wer'])} |")
+        out += ["", f"Dev accuracy over all {len(lid['languages'])} languages: "
+                f"{100 * lid['dev']['accuracy']:.1f} %.", ""]
+
     pls = sorted((args.data / "pl").glob("*_r*/stats.json"))
     if pls:
         out += ["## Pseudo-labels (teacher: foundation + the language's supervised adapter, "
