@@ -14,6 +14,10 @@
     tagger.classify("a.wav", top_k=3)                       # -> [("yes", 0.93), ...]
     tagger.embed("a.wav", pooled=True)                      # -> (C,) utterance embedding
 
+    slm = speechfm.load("exp/inserter/final")                # a speech LM (speech_lm family)
+    slm.respond("q.wav", prompt_before="User: ", prompt_after="\nAssistant:")  # -> "..."
+    slm.respond(text="What is the capital of France?", prompt_after="\nAssistant:")
+
     stream = speechfm.load("exp/transducer/final").stream()  # transducers: live audio
     for piece, rate in microphone():                         # pieces of any size and rate
         partial = stream.accept_waveform(piece, rate)       # -> text so far
@@ -27,6 +31,8 @@ with a search, ``recognize``) ``transcribe``, streaming ones ``stream``; classif
 module with ``classify(feats, x_lens)`` and a head, e.g. the ``"ast"`` family) ``classify``
 with the class names of the directory's ``labels`` part. An encoder-only checkpoint (a
 pretrained or converted encoder) embeds, and ``transcribe`` says it has no ASR head.
+Speech LMs (the ``"speech_lm"`` family: a module with ``generate`` and an ``lm_tokenizer``
+part) ``respond`` to spoken or written instructions.
 
 Audio can be a file path (anything soundfile decodes: wav, flac, ogg, mp3, ... at any
 rate), a 1-D or 2-D (channels) numpy array or torch tensor together with its sample
@@ -398,6 +404,10 @@ class SpeechModel:
     def _require_asr(self, what: str) -> None:
         if not self.can_transcribe:
             missing = "no tokenizer" if self.tokenizer is None else "no ASR search"
+            if hasattr(self.module, "generate"):
+                raise SpeechfmError(
+                    f"{self.path}: this {self.family} model is a speech LM, so it cannot "
+                    f"{what}; use respond() (e.g. with a transcription prompt) or embed()")
             if hasattr(self.module, "classify"):
                 raise SpeechfmError(
                     f"{self.path}: this {self.family} model is an audio classifier with no "
@@ -804,6 +814,87 @@ class SpeechModel:
 
         out = self._batches(waves, batch_size, pool)
         return out[0] if single else out
+
+    @property
+    def lm_tokenizer(self) -> Any:
+        """A speech LM's text tokenizer (the model directory's ``lm_tokenizer`` part), or None."""
+        if "_lm_tokenizer" not in self.__dict__:
+            from speechfm.models.io import load_part
+
+            found = None
+            if self.path is not None:
+                found = load_part(self.path, "lm_tokenizer", self.config or None)
+            self.__dict__["_lm_tokenizer"] = found
+        return self.__dict__["_lm_tokenizer"]
+
+    def respond(self, audio: AudioInput | None = None, *, text: str | None = None,
+                prompt_before: str = "", prompt_after: str = "", sample_rate: int | None = None,
+                max_new_tokens: int = 64) -> str:
+        """A speech LM's greedy answer to one spoken (``audio``) or written (``text``)
+        input, framed as in training (:mod:`speechfm.models.speech_lm.prompt`)::
+
+            <s> prompt_before [speech | text] prompt_after  ->  answer </s>
+
+        Args:
+            audio: one input as for :meth:`transcribe` (path, array with ``sample_rate``,
+                or ``(samples, rate)``).
+            text: a text input instead of audio (the text condition of an instruction).
+            prompt_before, prompt_after: the instruction framing around the input.
+            sample_rate: rate in Hz of an array ``audio`` given without its own.
+            max_new_tokens: the longest answer in tokens.
+
+        Returns:
+            The answer text (special tokens dropped, outer whitespace stripped).
+
+        Raises:
+            SpeechfmError: the model is not a speech LM.
+            ValueError: neither or both of ``audio`` and ``text``.
+        """
+        if (audio is None) == (text is None):
+            raise ValueError("respond takes one input: audio or text=")
+        if audio is not None and not _is_single(audio):
+            raise ValueError("respond takes one input; use respond_batch for a list")
+        return self.respond_batch(
+            None if audio is None else [audio], texts=None if text is None else [text],
+            prompt_before=prompt_before, prompt_after=prompt_after, sample_rate=sample_rate,
+            max_new_tokens=max_new_tokens)[0]
+
+    def respond_batch(self, audio: Sequence[AudioInput] | None = None, *,
+                      texts: Sequence[str] | None = None, prompt_before: str = "",
+                      prompt_after: str = "", sample_rate: int | None = None,
+                      max_new_tokens: int = 64, batch_size: int = 8) -> list[str]:
+        """:meth:`respond` for a list of audio inputs or of ``texts`` (one prompt framing for
+        all), generated in batches (left-padded; an answer does not depend on its batch).
+
+        Returns:
+            The answers in input order.
+        """
+        from functools import partial
+
+        from speechfm.models.speech_lm.prompt import decode_response, prompt_segments
+
+        tok = self.lm_tokenizer
+        if not hasattr(self.module, "generate") or tok is None:
+            raise SpeechfmError(f"{self.path}: this {self.family} model is not a speech LM "
+                                "(no generate, or no lm_tokenizer part), so it cannot respond")
+        if (audio is None) == (texts is None):
+            raise ValueError("respond_batch takes audio inputs or texts=, one of them")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        frame = partial(prompt_segments, tok, prompt_before=prompt_before,
+                        prompt_after=prompt_after)
+        generate = partial(self.module.generate, max_new_tokens=max_new_tokens,
+                           eos_id=tok.eos_token_id)
+        if texts is not None:
+            if isinstance(texts, str):
+                raise TypeError("texts must be a list of strings (respond(text=) takes one)")
+            ids = [row for start in range(0, len(texts), batch_size)
+                   for row in generate([frame(text=t) for t in texts[start:start + batch_size]])]
+        else:
+            waves, _ = self._inputs(audio if _is_single(audio) else list(audio), sample_rate)
+            ids = self._batches(waves, batch_size, lambda feats, lens: generate(
+                [frame(speech=f[:n]) for f, n in zip(feats, lens.tolist(), strict=True)]))
+        return [decode_response(tok, row) for row in ids]
 
     def stream(
         self,

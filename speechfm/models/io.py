@@ -13,7 +13,8 @@ holds::
     adapters/            optional: adapter files attached on load, one <stem>.safetensors
                          (+ .json metadata) each (speechfm.models.adapter_store): e.g. one
                          language-dependent adapter per language
-    lm_tokenizer/        optional: the tokenizer of a speech LM's text decoder
+    lm_tokenizer/        optional: the transformers tokenizer of a speech LM's causal LM
+                         (save_pretrained; reloaded with AutoTokenizer, local files only)
     graph/               optional: a CTC decoding graph (lexicon + n-gram LM, or a token
                          LM; speechfm.decode.graph.DecodingGraph)
 
@@ -141,6 +142,12 @@ def _classifier() -> ModelFamily:
                        interop="speechfm.models.conformer.interop")
 
 
+def _speech_lm() -> ModelFamily:
+    from speechfm.models.speech_lm import SpeechLMConfig, create_speech_lm_model
+
+    return ModelFamily("speech_lm", SpeechLMConfig, create_speech_lm_model)
+
+
 def _asit() -> ModelFamily:
     from speechfm.models.asit import AsitModelConfig, create_asit_model
 
@@ -154,6 +161,7 @@ FAMILIES: dict[str, Callable[[], ModelFamily]] = {
     "ctc": _ctc,
     "transducer": _transducer,
     "encoder": _encoder,
+    "speech_lm": _speech_lm,
     "w2v_bert": _w2v_bert,
 }
 """Family name -> a function returning its :class:`ModelFamily` (imports stay lazy)."""
@@ -196,6 +204,18 @@ def _load_tokenizer(path: Path) -> Any:
     from speechfm.text.base import load_tokenizer
 
     return load_tokenizer(path)
+
+
+def _save_lm_tokenizer(tokenizer: Any, path: Path) -> None:
+    from speechfm.models.speech_lm.tokenizer import save_lm_tokenizer
+
+    save_lm_tokenizer(tokenizer, path)
+
+
+def _load_lm_tokenizer(path: Path) -> Any:
+    from speechfm.models.speech_lm.tokenizer import load_lm_tokenizer
+
+    return load_lm_tokenizer(path)
 
 
 def _save_json(value: Any, path: Path) -> None:
@@ -291,7 +311,7 @@ PARTS: dict[str, Part] = {
     "labels": Part("labels.json", _save_json, _load_json),
     "lexicon": Part("lexicon.txt", _save_lexicon, _load_lexicon),
     "adapters": Part("adapters", _save_adapters, _load_adapters),
-    "lm_tokenizer": Part("lm_tokenizer", _save_tokenizer, _load_tokenizer),
+    "lm_tokenizer": Part("lm_tokenizer", _save_lm_tokenizer, _load_lm_tokenizer),
     "graph": Part("graph", _save_graph, _load_graph),
     "language_id": Part("language_id.safetensors", _save_language_id, _load_language_id),
 }
