@@ -107,7 +107,8 @@ def speaker_id(lang: str, variant: str, pitch_band: int, rate_band: int) -> str:
     return f"{lang}_{variant.lower()}_p{pitch_band}r{rate_band}"
 
 
-def _sample_voice(lang: str, pool: VoicePool, rng: random.Random) -> tuple[str, VoiceSpec]:
+def sample_voice(lang: str, pool: VoicePool, rng: random.Random) -> tuple[str, VoiceSpec]:
+    """A random voice setting of ``pool`` for ``lang``: ``(speaker id, VoiceSpec)``."""
     variant = rng.choice(pool.variants)
     pi = rng.randrange(len(pool.pitch_bands))
     ri = rng.randrange(len(pool.rate_bands))
@@ -135,18 +136,21 @@ def _noise(n: int, kind: str, rng: np.random.Generator) -> np.ndarray:
     return np.fft.irfft(spec, n)
 
 
-def _render(job: _Job, audio: np.ndarray) -> np.ndarray:
-    """Pad with silence, add noise at the job's SNR, set a random level; int16 samples."""
-    rng = np.random.default_rng([job.seed, zlib.crc32(job.uttid.encode())])
-    lead = int(rng.uniform(0.05, 0.3) * SAMPLE_RATE)
-    tail = int(rng.uniform(0.05, 0.3) * SAMPLE_RATE)
+def render_utterance(
+    audio: np.ndarray, *, uttid: str, seed: int, snr_db: float | None, sample_rate: int = SAMPLE_RATE
+) -> np.ndarray:
+    """Pad with 0.05-0.3 s of silence, add noise at ``snr_db`` (None: none), set a random
+    level; int16 samples, shape (S,). The randomness is a function of ``(seed, uttid)``."""
+    rng = np.random.default_rng([seed, zlib.crc32(uttid.encode())])
+    lead = int(rng.uniform(0.05, 0.3) * sample_rate)
+    tail = int(rng.uniform(0.05, 0.3) * sample_rate)
     x = np.concatenate([np.zeros(lead), audio.astype(np.float64), np.zeros(tail)])
-    if job.snr_db is not None:
+    if snr_db is not None:
         kind = ("white", "pink", "brown")[int(rng.integers(3))]
         noise = _noise(x.size, kind, rng)
         p_sig = float(np.mean(audio.astype(np.float64) ** 2))
         p_noise = float(np.mean(noise**2)) or 1.0
-        x += noise * np.sqrt(p_sig / (p_noise * 10 ** (job.snr_db / 10)))
+        x += noise * np.sqrt(p_sig / (p_noise * 10 ** (snr_db / 10)))
     peak = float(np.max(np.abs(x))) or 1.0
     x *= rng.uniform(0.3, 0.9) / peak
     return np.round(x * 32767).astype(np.int16)
@@ -161,7 +165,7 @@ def _synth_batch(jobs: list[_Job]) -> list[tuple[str, int]]:
     out = []
     for job in jobs:
         audio, _ = synthesize(job.text, job.voice, sample_rate=SAMPLE_RATE)
-        pcm = _render(job, audio)
+        pcm = render_utterance(audio, uttid=job.uttid, seed=job.seed, snr_db=job.snr_db)
         Path(job.wav_path).parent.mkdir(parents=True, exist_ok=True)
         sf.write(job.wav_path, pcm, SAMPLE_RATE, subtype="PCM_16")
         out.append((job.uttid, int(pcm.size)))
@@ -317,7 +321,7 @@ def prepare_mini_cv_lang(
                 if not ipa[text]:
                     _log.warning("mini_cv_lang: no IPA for %s text %r; skipped", lang, text)
                     continue
-                spk, voice = _sample_voice(lang, VOICE_POOLS[split], rng)
+                spk, voice = sample_voice(lang, VOICE_POOLS[split], rng)
                 index += 1
                 uttid = f"{spk}_{index:05d}"
                 snr = None if noise_snr_db is None else round(rng.uniform(*noise_snr_db), 2)
