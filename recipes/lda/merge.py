@@ -64,7 +64,7 @@ def merge(foundation: str | Path, adapters: list[str | Path], out: str | Path,
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--foundation", required=True, help="the base model directory")
-    p.add_argument("--adapters", nargs="+", required=True, help="adapter files")
+    p.add_argument("--adapters", nargs="*", default=[], help="adapter files (none: the foundation alone)")
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--language-id", help="a language-ID head file (train_lid.py) to include")
     args = p.parse_args(argv)

@@ -117,7 +117,10 @@ def test_lda_stages_end_to_end(lda_run):
     assert api["ky"]["num_utts"] > 0
     for heading in ("## Tail languages", "## Head languages", "## The merged model reproduces",
                     "## The merged model through the API", "## Pseudo-labels",
-                    "## Foundation: per-language dev WER", "## Without a language id"):
+                    "## Foundation: per-language dev CER", "## Without a language id"):
         assert heading in text, heading
-    row = re.search(r"\| ky \| LDA, bottleneck \d+.*\(CER [\d.]+ %\) \| (\d+) of (\d+) \|", text)
-    assert row and row.group(1) == row.group(2) and int(row.group(2)) > 0
+    # the merged model's choice for ky (an adapter, or the foundation when none beat it on
+    # dev) gives the same hypotheses as that system on every dev/test utterance
+    row = re.search(r"\| ky \| (LDA, bottleneck \d+|foundation only).*\(CER [\d.]+ %\) \| "
+                    r"(\d+) of (\d+) \|", text)
+    assert row and row.group(2) == row.group(3) and int(row.group(3)) > 0

@@ -31,7 +31,8 @@
 #   4  full fine-tuning of the whole foundation per tail language on its labelled
 #      utterances -> EXP/full/<lang>
 #   5  merge: per tail language the adapter (supervised or student) best on dev (by the
-#      runs' select_metric: CER in recipes/lda/configs/adapter.yaml)
+#      runs' select_metric: CER in recipes/lda/configs/adapter.yaml), or no adapter when
+#      the foundation itself is better on that language's dev set (an adapter's step 0)
 #      -> EXP/merged (speechfm.load(EXP/merged).transcribe(x, lang=...) / .stream(lang=...)),
 #      with a small language-ID head on the frozen foundation (recipes/lda/train_lid.py,
 #      head + tail languages) that picks the adapter when no language is given -> EXP/lid
@@ -190,9 +191,21 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   done
 fi
 
+decode() {  # model dir, language, split, out dir, extra decode flags
+  [ -f "$4/results.json" ] && [ "$4/results.json" -nt "$1/model.safetensors" ] && return 0
+  python ../local/select_cuts.py langs --cuts "$data/fbank/cuts_$3.jsonl.gz" --langs "$2" \
+    --out "$4/cuts.jsonl.gz" > /dev/null
+  # shellcheck disable=SC2086
+  speechfm decode "$1" --cuts "$4/cuts.jsonl.gz" --out-dir "$4" --group-by lang $5 > /dev/null
+}
+
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
-  log "Stage 5: merge each tail language's best adapter on dev -> $exp/merged"
-  best=$(python local/best_adapters.py --exp "$exp" --langs "$(comma $tail)")
+  log "Stage 5: merge each tail language's best adapter on dev (or none, if the foundation is better) -> $exp/merged"
+  for lang in $tail; do
+    decode "$exp/foundation/final" "$lang" dev "$exp/decode/foundation/dev/$lang/final" "--language $lang"
+  done
+  best=$(python local/best_adapters.py --exp "$exp" --langs "$(comma $tail)" \
+    --foundation-dev "$exp/decode/foundation/dev")
   lid=$exp/lid/language_id.safetensors
   if [ ! -f "$exp/lid/.done" ] || [ "$exp/foundation/final/model.safetensors" -nt "$lid" ]; then
     log "Stage 5: a language-ID head on the frozen foundation -> $exp/lid"
@@ -208,13 +221,6 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
     --language-id "$lid" --out "$exp/merged"
 fi
 
-decode() {  # model dir, language, split, out dir, extra decode flags
-  [ -f "$4/results.json" ] && [ "$4/results.json" -nt "$1/model.safetensors" ] && return 0
-  python ../local/select_cuts.py langs --cuts "$data/fbank/cuts_$3.jsonl.gz" --langs "$2" \
-    --out "$4/cuts.jsonl.gz" > /dev/null
-  # shellcheck disable=SC2086
-  speechfm decode "$1" --cuts "$4/cuts.jsonl.gz" --out-dir "$4" --group-by lang $5 > /dev/null
-}
 
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "Stage 6: decode dev and test per language -> $exp/decode"

@@ -55,7 +55,7 @@ def system_name(system: str) -> str:
     if system == "full":
         return "full fine-tuning"
     if system == "merged":
-        return "merged model (best adapter per language)"
+        return "merged model (best adapter per language, or none)"
     if system.startswith("adapter_b"):
         return f"LDA, bottleneck {system[9:]}, labelled only"
     if system.startswith("student_b"):
@@ -104,12 +104,14 @@ def main() -> int:
     systems = ["foundation"] + sorted(d.name for d in exp.glob("adapter_b*")) + sorted(
         d.name for d in exp.glob("student_b*")) + ["full", "merged"]
     systems = [s for s in systems if (exp / "decode" / s).is_dir()]
+    chosen = best_runs(exp, tail, exp / "decode" / "foundation" / "dev") if (
+        exp / "merged").is_dir() else {}
     out += ["## Tail languages: WER / CER % on test (dev WER), final (cascaded) and streaming "
             "passes", "",
             "| language | system | trainable params (% of model) | dev WER final | test WER "
-            "final | test CER final | test WER streaming | test CER streaming | rel. WER "
-            "reduction (final) |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "final | test CER final | test WER streaming | test CER streaming | rel. CER "
+            "reduction (final) | rel. WER reduction (final) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for lang in tail:
         base = score(exp, "foundation", "test", lang, "final")
         for system in systems:
@@ -120,15 +122,21 @@ def main() -> int:
             st = score(exp, system, "test", lang, "stream")
             trainable, total = params(exp, system, lang)
             if system == "merged":
-                choice = best_runs(exp, [lang])[lang]
-                trainable, total = choice["params"], params(exp, choice["system"], lang)[1]
-            share = "0" if system == "foundation" else (
+                choice = chosen[lang]
+                trainable = choice["params"]
+                total = params(exp, choice["system"], lang)[1] if trainable else None
+            share = "0" if not trainable and system in ("foundation", "merged") else (
                 f"{trainable:,} ({100 * trainable / total:.2f} %)" if trainable else "–")
-            rel = "–" if base is None or system == "foundation" or not base["wer"] else (
-                f"{100 * (base['wer'] - fin['wer']) / base['wer']:.1f} %")
+
+            def rel(key: str) -> str:
+                if base is None or system == "foundation" or not base[key]:
+                    return "–"
+                return f"{100 * (base[key] - fin[key]) / base[key]:.1f} %"
+
             out.append(f"| {lang} | {system_name(system)} | {share} | "
                        f"{_f(dev and dev['wer'])} | {fin['wer']:.1f} | {fin['cer']:.1f} | "
-                       f"{_f(st and st['wer'])} | {_f(st and st['cer'])} | {rel} |")
+                       f"{_f(st and st['wer'])} | {_f(st and st['cer'])} | {rel('cer')} | "
+                       f"{rel('wer')} |")
     out.append("")
 
     out += ["## Head languages: no regression (test WER / CER %, final pass; streaming WER)", "",
@@ -148,7 +156,7 @@ def main() -> int:
                 "| language | chosen adapter (its dev metric) | identical hypotheses (dev + test, "
                 "final + streaming) |", "|---|---|---|"]
         for lang in tail:
-            choice = best_runs(exp, [lang])[lang]
+            choice = chosen[lang]
             same, total = 0, 0
             for split_name in ("dev", "test"):
                 for mode in ("final", "stream"):
@@ -218,10 +226,10 @@ def main() -> int:
         tags = read_scalars(exp / "foundation")
     except (FileNotFoundError, OSError):
         tags = {}
-    curves = {lang: tags.get(f"valid/wer_{lang}") for lang in head + tail}
+    curves = {lang: tags.get(f"valid/cer_{lang}") for lang in head + tail}
     if any(curves.values()):
-        out += ["## Foundation: per-language dev WER over training (step of each language's "
-                "best)", "", "| language | best dev WER % | at step | last |",
+        out += ["## Foundation: per-language dev CER over training (step of each language's "
+                "best)", "", "| language | best dev CER % | at step | last |",
                 "|---|---:|---:|---:|"]
         for lang, points in curves.items():
             if not points:
