@@ -193,8 +193,9 @@ fi
 
 decode() {  # model dir, language, split, out dir, extra decode flags
   [ -f "$4/results.json" ] && [ "$4/results.json" -nt "$1/model.safetensors" ] && return 0
+  # fbank from the audio (not the stored lilcom-compressed features): what the API computes
   python ../local/select_cuts.py langs --cuts "$data/fbank/cuts_$3.jsonl.gz" --langs "$2" \
-    --out "$4/cuts.jsonl.gz" > /dev/null
+    --drop-features --out "$4/cuts.jsonl.gz" > /dev/null
   # shellcheck disable=SC2086
   speechfm decode "$1" --cuts "$4/cuts.jsonl.gz" --out-dir "$4" --group-by lang $5 > /dev/null
 }

@@ -3,13 +3,15 @@
 
     # the cuts of some languages
     python ../local/select_cuts.py langs --cuts IN.jsonl.gz --langs en,es --out OUT.jsonl.gz \
-        [--text KALDI_TEXT --text-out FILTERED_TEXT]
+        [--text KALDI_TEXT --text-out FILTERED_TEXT] [--drop-features]
     # per language, the first cuts after a seeded shuffle until M minutes are reached
     python ../local/select_cuts.py minutes --cuts IN.jsonl.gz --lang pl --minutes 5 --seed 0 \
         --out OUT.jsonl.gz
 
 ``minutes`` subsets are nested: the 1-minute subset is a prefix of the 5-minute one (same
 shuffle), so a larger amount only adds data. Prints utterances and minutes per language.
+``--drop-features`` removes the stored (lilcom-compressed, so slightly lossy) features: the
+decoder then computes fbank from the audio, exactly as the Python API does.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--out", required=True, type=Path)
     a.add_argument("--text", type=Path, help="a Kaldi text file to filter by the same cuts")
     a.add_argument("--text-out", type=Path)
+    a.add_argument("--drop-features", action="store_true",
+                   help="drop stored features (fbank is then computed from the audio)")
     m = sub.add_parser("minutes")
     m.add_argument("--cuts", required=True, type=Path)
     m.add_argument("--lang", required=True)
@@ -69,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         missing = langs - {_lang(c) for c in chosen}
         if missing:
             p.error(f"{args.cuts}: no cuts of {sorted(missing)}")
+        if args.drop_features:
+            chosen = [c.drop_features() for c in chosen]
         _write(chosen, args.out)
         if args.text:
             if not args.text_out:
