@@ -15,7 +15,8 @@ stage          what it does
 tokenizer      trains the LM's byte-level BPE (``lm_tokenizer``, ``tokenizer_vocab``) on
                the text corpus + the framed instruction texts; no training run
 text           a fresh speech LM (``model_size``: the Llama of ``speech_lm_small``, the
-               speech encoder and its weights from ``encoder_from``) trained on text only:
+               speech encoder and its weights from ``encoder_from``; or ``lm_from``, a local
+               transformers causal LM and its tokenizer, plugged in) trained on text only:
                the corpus sequences (loss on every token) mixed with text instructions of
                ``instruct.training_pairs`` framed by ``prompt_segments`` (loss on the
                answer), ``instruct_ratio`` of the examples; encoder, adaptor and speech
@@ -118,6 +119,11 @@ class InserterConfig(RunConfig):
     random encoder of ``model_size`` (no use for speech)."""
     model_size: str = "speech_lm_small"
     """Named size of a fresh model: speech_lm_small or speech_lm_tiny."""
+    lm_from: str | None = None
+    """A fresh text stage: a local transformers causal-LM checkpoint folder (the LM's and
+    its tokenizer's ``save_pretrained``) plugged in with ``speech_lm_from_pretrained_lm``
+    instead of ``model_size``'s fresh Llama (whose ``stack`` and ``adaptor_dim`` it keeps;
+    no ``lm_tokenizer`` needed); None = the fresh small LM."""
     model: dict[str, Any] = field(default_factory=dict)
     """Overrides of a fresh model's config (``{"adaptor_dim": 256, "lm":
     {"num_hidden_layers": 6}}``; ``lm`` keys update the transformers config dict)."""
@@ -211,13 +217,16 @@ class InserterConfig(RunConfig):
             if self.tokenizer_vocab < 260:
                 raise ValueError(f"tokenizer_vocab must be >= 260, got {self.tokenizer_vocab}")
         elif self.stage == "text":
-            if not self.init_from and not self.lm_tokenizer:
+            if not self.init_from and not self.lm_tokenizer and not self.lm_from:
                 raise ValueError("a fresh text stage needs lm_tokenizer (run stage=tokenizer)")
         elif not self.init_from:
             raise ValueError(f"stage {self.stage} starts from the previous stage: set init_from")
         if self.freeze_lm and self.stage != "speech":
             raise ValueError("freeze_lm is for the speech stage (the text stages train the LM "
                              "only)")
+        if self.lm_from and (self.stage != "text" or self.init_from or self.model.get("lm")):
+            raise ValueError("lm_from starts a fresh text stage (no init_from, no model.lm "
+                             "overrides: the checkpoint is the LM)")
         if self.init_from and self.model:
             raise ValueError("model overrides shape a fresh model; with init_from the "
                              "architecture is the previous stage's")
@@ -524,7 +533,11 @@ def train(config: InserterConfig, *, resume: bool = False):
     """Run the stage: the tokenizer's folder (tokenizer stage) or the
     :class:`speechfm.train.RunResult`."""
     from speechfm.models.io import init_weights, load_part
-    from speechfm.models.speech_lm import create_speech_lm_model, load_lm_tokenizer
+    from speechfm.models.speech_lm import (
+        create_speech_lm_model,
+        load_lm_tokenizer,
+        speech_lm_from_pretrained_lm,
+    )
     from speechfm.train import run
     from speechfm.train.runner import load_cuts, seed_run
 
@@ -532,12 +545,19 @@ def train(config: InserterConfig, *, resume: bool = False):
     if config.stage == "tokenizer":
         return train_tokenizer(config)
     seed_run(config)
-    tok = (load_part(config.init_from, "lm_tokenizer") if config.init_from
-           else load_lm_tokenizer(config.lm_tokenizer))
-    if tok is None:
-        raise ValueError(f"init_from {config.init_from} has no lm_tokenizer part")
-    model_config = build_model_config(config, len(tok))
-    model = create_speech_lm_model(model_config)
+    if config.lm_from:  # a plugged-in LM: its weights and tokenizer, the encoder's
+        shape = build_model_config(config, 300, read_encoder=False)
+        model, model_config, tok = speech_lm_from_pretrained_lm(
+            config.lm_from, encoder_source=config.encoder_from or shape.encoder,
+            stack=shape.stack, adaptor_dim=shape.adaptor_dim,
+            freeze_encoder=config.freeze_encoder)
+    else:
+        tok = (load_part(config.init_from, "lm_tokenizer") if config.init_from
+               else load_lm_tokenizer(config.lm_tokenizer))
+        if tok is None:
+            raise ValueError(f"init_from {config.init_from} has no lm_tokenizer part")
+        model_config = build_model_config(config, len(tok))
+        model = create_speech_lm_model(model_config)
     if config.init_from:  # run() copies them too; the encoder cache needs them now
         init_weights(model, config.init_from, config.init_prefixes)
     elif config.encoder_from:
@@ -564,9 +584,11 @@ def train(config: InserterConfig, *, resume: bool = False):
     summary = {
         "stage": config.stage, "mode": config.mode if config.stage == "speech" else None,
         "lm_tokenizer": {"vocab_size": len(tok),
-                         "path": config.lm_tokenizer if not config.init_from else None},
+                         "path": None if config.init_from else (config.lm_from
+                                                                 or config.lm_tokenizer)},
         "parameters": parameter_counts(model),
         "model_size": None if config.init_from else config.model_size,
+        "lm_from": config.lm_from,
         "encoder_from": config.encoder_from, "init_from": config.init_from,
         "encoder_cache": None if cache is None else str(cache.path),
         "data": data_summary, "framing": dataclasses.asdict(framing(config)),

@@ -137,6 +137,43 @@ def test_text_stage_trains_the_lm_only(ins, corpus, text_model):
     assert isinstance(answer, str)
 
 
+def test_text_stage_plugs_in_a_local_causal_lm(ins, corpus, tmp_path):
+    """``lm_from``: a saved transformers Llama + tokenizer instead of the fresh small LM."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import speechfm
+    from speechfm.models.speech_lm import train_lm_tokenizer
+
+    root, _ = corpus
+    torch.manual_seed(0)
+    tok = train_lm_tokenizer(list(DOCS.values()) * 3, 300, None)
+    lm = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok) + 4, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    lm.save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    with pytest.raises(ValueError, match="lm_from"):
+        _config(ins, corpus, stage="speech", init_from="x", lm_from="y").validate()
+    result = ins.train(_config(ins, corpus, stage="text", lm_tokenizer=None,
+                               lm_from=str(tmp_path / "lm"), encoder_from=str(root / "ctc"),
+                               instruct_ratio=0.5, exp_dir=str(tmp_path / "text")))
+    s = result.summary
+    assert s["lm_from"] == str(tmp_path / "lm") and s["steps"] == 3
+    assert s["lm_tokenizer"]["vocab_size"] == len(tok)
+    # the plugged-in LM trains, the rest stays frozen; the adaptor has speech_lm_tiny's shape
+    assert s["num_trainable_params"] == s["parameters"]["lm"] == sum(
+        p.numel() for p in lm.parameters())
+    config = json.loads((result.final_dir / "config.json").read_text())["model"]
+    assert config["lm"]["hidden_size"] == 32 and config["lm"]["vocab_size"] == len(tok) + 4
+    assert config["stack"] == 2 and config["adaptor_dim"] == 64
+    model = speechfm.load(result.final_dir)
+    assert model.lm_tokenizer.encode("the river") == tok.encode("the river")
+    answer = model.respond(text="say apple two times", prompt_before="instruction: ",
+                           prompt_after="\nanswer: ", max_new_tokens=4)
+    assert isinstance(answer, str)
+
+
 def test_encoder_cache_matches_a_fresh_pass_and_resumes(ins, corpus, loaded, tmp_path):
     from speechfm.errors import DataError
 
