@@ -5,9 +5,10 @@
 
 The recipe is ``--recipe NAME`` or, by default, the prefix of the config's
 ``model_size`` (``ctc_small`` -> ``recipes/ctc``, ``transducer_tiny`` ->
-``recipes/transducer``). The command hands everything after the config to
-``recipes/<NAME>/train.py`` (the library imports nothing from recipes/: it runs the
-script), so ``speechfm train`` and ``python recipes/<NAME>/train.py`` are the same run.
+``recipes/transducer``, ``speech_lm_small`` -> ``recipes/inserter``). The command hands
+everything after the config to ``recipes/<NAME>/train.py`` (the library imports nothing
+from recipes/: it runs the script), so ``speechfm train`` and
+``python recipes/<NAME>/train.py`` are the same run.
 ``key=value`` overrides reach nested fields by dotted paths (``optimizer.lr=2e-3``,
 ``model.encoder.conformer.num_layers=8``, ``max_steps=100``); values are read as YAML.
 """
@@ -41,9 +42,11 @@ def register(subparsers) -> None:
     p.set_defaults(func=_train)
 
 
-_SIZE_PREFIX_RECIPES = {"ast": "ast_adapters", "classifier": "ast_adapters"}
+_SIZE_PREFIX_RECIPES = {"ast": "ast_adapters", "classifier": "ast_adapters",
+                        "speech_lm": "inserter"}
 """Model-size prefixes whose recipe has another name (ast_tiny, classifier_kws ->
-recipes/ast_adapters, which trains both classification families)."""
+recipes/ast_adapters, which trains both classification families; speech_lm_small ->
+recipes/inserter). A prefix may hold underscores: the longest match wins."""
 
 
 def recipe_script(config: str, recipe: str | None, overrides: list[str]) -> Path:
@@ -58,8 +61,9 @@ def recipe_script(config: str, recipe: str | None, overrides: list[str]) -> Path
         size = apply_overrides(read_yaml(config), overrides).get("model_size")
         if not isinstance(size, str) or "_" not in size:
             raise SpeechfmError(f"{config}: no model_size to pick the recipe from; pass --recipe NAME")
-        recipe = size.split("_", 1)[0]
-        recipe = _SIZE_PREFIX_RECIPES.get(recipe, recipe)
+        prefixes = [p for p in _SIZE_PREFIX_RECIPES if size.startswith(p + "_")]
+        recipe = (_SIZE_PREFIX_RECIPES[max(prefixes, key=len)] if prefixes
+                  else size.split("_", 1)[0])
     script = RECIPES_DIR / recipe / "train.py"
     if not script.is_file():
         known = sorted(p.name for p in RECIPES_DIR.glob("*") if (p / "train.py").is_file())

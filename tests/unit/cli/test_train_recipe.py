@@ -10,7 +10,9 @@ from speechfm.errors import SpeechfmError
 
 @pytest.mark.parametrize(("size", "recipe"), [("ctc_small", "ctc"), ("ast_tiny", "ast_adapters"),
                                               ("classifier_kws", "ast_adapters"),
-                                              ("transducer_tiny", "transducer")])
+                                              ("transducer_tiny", "transducer"),
+                                              ("speech_lm_small", "inserter"),
+                                              ("speech_lm_tiny", "inserter")])
 def test_recipe_from_model_size(tmp_path, size, recipe):
     conf = tmp_path / "c.yaml"
     conf.write_text(f"model_size: {size}\n")
