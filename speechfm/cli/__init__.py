@@ -16,7 +16,7 @@ from speechfm.errors import SpeechfmError
 
 # Order is the order in ``speechfm --help``.
 _COMMAND_MODULES = ("prepare", "data", "features", "tokenizer", "lexicon", "lm", "train", "decode", "convert",
-                    "transcribe", "classify")
+                    "export", "transcribe", "classify")
 
 
 def build_parser() -> argparse.ArgumentParser:
