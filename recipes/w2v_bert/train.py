@@ -11,7 +11,8 @@ CONFIG holds the fields of :class:`W2vBertConfig` below: the run's settings
 named size ``w2v_bert_tiny`` / ``_small`` / ``_300m`` / ``_600m`` / ``_xl`` / ``_xxl`` with
 overrides). ``init_from=DIR`` continues pretraining from another model's encoder (for
 example a converted facebook/w2v-bert-2.0 directory, ``speechfm convert``): its
-``encoder.*`` weights are kept, the quantizer and heads start fresh.
+``encoder.*`` weights are kept, the quantizer and heads start fresh; with
+``encoder_from_init`` the encoder's architecture is ``init_from``'s too.
 
 The run logs each loss term, the contrastive and MLM accuracies, the codebook perplexity
 and the fraction of codes used (a warning when the codebook collapses) to TensorBoard and
@@ -43,6 +44,11 @@ class W2vBertConfig(RunConfig):
     (``{"masking": {"mask_prob": 0.5}, "encoder": {"conformer": {"num_layers": 8}}}``)."""
     cmvn: str | None = None
     """Global CMVN JSON, for an encoder with ``normalization: global``."""
+    encoder_from_init: bool = False
+    """Take the encoder's configuration (front end, normalisation, Conformer) from
+    ``init_from``'s config.json, so that any speechfm model's encoder (CTC, transducer,
+    encoder-only, a converted checkpoint) continues pretraining as it is; ``model.encoder``
+    overrides still apply on top (e.g. ``conformer.length_adapter: null``)."""
     collapse_check_every: int = 100
     """Check the codebook's usage every this many updates (a warning in the log)."""
     exp_dir: str = "exp/w2v_bert"
@@ -62,7 +68,14 @@ def build_model_config(config: W2vBertConfig):
 
     sizes = {f"w2v_bert_{n}": getattr(wb, f"w2v_bert_{n}")
              for n in ("tiny", "small", "300m", "600m", "xl", "xxl")}
-    return named_config(sizes, config.model_size, config.model)
+    replace = None
+    if config.encoder_from_init:
+        from speechfm.models.io import read_encoder_config
+
+        if not config.init_from:
+            raise ValueError("encoder_from_init needs init_from")
+        replace = {"encoder": read_encoder_config(config.init_from)}
+    return named_config(sizes, config.model_size, config.model, replace=replace)
 
 
 def validate_ssl(model, cuts, *, ctx, seed: int, max_duration: float) -> dict[str, float]:

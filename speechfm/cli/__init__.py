@@ -15,8 +15,8 @@ import sys
 from speechfm.errors import SpeechfmError
 
 # Order is the order in ``speechfm --help``.
-_COMMAND_MODULES = ("prepare", "data", "features", "tokenizer", "lexicon", "lm", "train", "decode", "convert",
-                    "export", "transcribe", "classify")
+_COMMAND_MODULES = ("prepare", "data", "features", "tokenizer", "lexicon", "lm", "train", "finetune",
+                    "decode", "convert", "export", "transcribe", "classify")
 
 
 def build_parser() -> argparse.ArgumentParser:
