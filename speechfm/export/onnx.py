@@ -219,6 +219,9 @@ def _export_streaming_encoder(model: Any, path: Path, *, chunk_size: int,
     return meta
 
 
+_CTC_HEAD = "ctc"  # ModelFamily.asr_head of a CTC model (speechfm/models/io.py)
+
+
 def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                 mode: str = "auto", int8: bool = False, chunk_size: int | None = None,
                 left_context: int | None = None, opset: int = OPSET) -> dict[str, Any]:
@@ -257,9 +260,12 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     _require("onnx", *(["onnxruntime"] if int8 else []))
     loaded = load_model_dir(model_dir)
     model: Any = loaded.module.float().eval()
-    if loaded.family not in ("ctc", "transducer"):
-        raise ExportError(f"{model_dir}: a {loaded.family} model; the ONNX export covers the "
-                          "ctc and transducer families")
+    from speechfm.models.io import get_family
+
+    head = get_family(loaded.family).asr_head  # the family table says which ASR output it has
+    if head is None or not hasattr(model, "recognize"):
+        raise ExportError(f"{model_dir}: a {loaded.family} model; the ONNX export covers "
+                          "CTC and transducer ASR models")
     if loaded.tokenizer is None:
         raise ExportError(f"{model_dir}: no tokenizer part (tokens.txt needs one)")
     if model.blank_id != 0:
@@ -271,7 +277,7 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                           "them (the graphs hold the base model only)")
     features = sherpa_feature_config(model.encoder.fbank.config)
     encoder: Any = model.encoder.conformer
-    ctc = loaded.family == "ctc"
+    ctc = head == _CTC_HEAD
     problem = None if ctc else _streaming_problem(model)
     if ctc and mode == "online":
         raise ExportError(f"{model_dir}: CTC models export offline (sherpa-onnx's zipformer2_ctc "

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from speechfm.errors import DataError, SpeechfmError
-from speechfm.finetune.plan import BaseInfo, FinetuneOptions, Plan, inspect_base, make_plan
+from speechfm.finetune.plan import TRANSDUCER, BaseInfo, FinetuneOptions, Plan, inspect_base, make_plan
 
 __all__ = ["RECIPES_DIR", "finetune", "load_recipe", "merge_encoder", "merge_language_adapter"]
 
@@ -167,7 +167,7 @@ def _coverage(base: BaseInfo, train: list) -> tuple[float | None, Any]:
     tokenizer); (None, None) where it does not matter (not a transducer base)."""
     from speechfm.models.io import load_part
 
-    if base.kind != "transducer":
+    if base.kind != TRANSDUCER:
         return None, None
     tok = load_part(base.path, "tokenizer")
     if tok is None:
@@ -428,7 +428,7 @@ def _train_config(options: FinetuneOptions, plan: Plan, base: BaseInfo, init: Pa
     common = dict(settings, tokenizer=str(exp / "data" / "tokenizer"), targets=plan.targets,
                   encoder_from_init=True, init_from=str(init),
                   freeze_encoder_steps=t["freeze_encoder_steps"])
-    if plan.recipe == "transducer":
+    if plan.recipe == TRANSDUCER:
         overrides = {k: model[k] for k in ("decoder_dim", "joiner_dim", "context_size") if k in model}
         prefixes = ["encoder."]
         if model.get("second_encoder") is not None:

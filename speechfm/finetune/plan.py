@@ -46,8 +46,9 @@ __all__ = ["RULES", "BaseInfo", "Choice", "FinetuneOptions", "Plan", "TierRules"
 
 METHODS = ("auto", "full", "adapter", "lora", "phoneme")
 TOKENIZERS = ("auto", "char", "bpe", "ipa")
-ASR_FAMILIES = ("ctc", "transducer")
-ENCODER_FAMILIES = ("encoder", "w2v_bert")
+CTC, TRANSDUCER = "ctc", "transducer"
+"""The two kinds of ASR output a fine-tune trains (``ModelFamily.asr_head`` of the base's
+family, from the family table in speechfm/models/io.py)."""
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ class BaseInfo:
     @property
     def whistle(self) -> bool:
         """A CTC model over IPA phones (a Whistle checkpoint)."""
-        return self.family == "ctc" and self.tokenizer_kind == "ipa"
+        return self.kind == CTC and self.tokenizer_kind == "ipa"
 
     def describe(self) -> str:
         extra = []
@@ -246,14 +247,16 @@ def inspect_base(path: str | Path) -> BaseInfo:
     """
     import json
 
-    from speechfm.models.io import read_model_config, resolve_model_dir
+    from speechfm.models.io import FAMILIES, get_family, read_model_config, resolve_model_dir
 
     directory = resolve_model_dir(path)
     meta = read_model_config(directory)
     family = meta["family"]
-    if family not in ASR_FAMILIES + ENCODER_FAMILIES:
+    head = get_family(family).asr_head
+    if head is None:
+        starts = [name for name in FAMILIES if get_family(name).asr_head is not None]
         raise DataError(f"{directory}: a {family} model; speechfm finetune starts from a speech "
-                        f"encoder: one of {', '.join(ASR_FAMILIES + ENCODER_FAMILIES)}")
+                        f"encoder: one of {', '.join(starts)}")
     model = meta["model"]
     conformer = (model.get("encoder") or {}).get("conformer") or {}
     tok_kind = None
@@ -270,7 +273,7 @@ def inspect_base(path: str | Path) -> BaseInfo:
             if lang:
                 langs.add(lang)
     return BaseInfo(
-        path=directory, family=family, kind="transducer" if family == "transducer" else "ctc",
+        path=directory, family=family, kind=head,
         tokenizer_kind=tok_kind, encoder_dim=int(conformer.get("dim", 0)),
         encoder_layers=int(conformer.get("num_layers", 0)),
         cascaded=model.get("second_encoder") is not None, adapter_languages=sorted(langs),
@@ -290,7 +293,7 @@ def choose_method(base: BaseInfo, asked: str, coverage: float | None) -> tuple[s
     if asked == "auto":
         if base.whistle:
             return "phoneme", "an IPA-phone CTC base (Whistle): its phone classifier carries over"
-        if base.kind == "transducer" and (base.adapter_languages or base.cascaded):
+        if base.kind == TRANSDUCER and (base.adapter_languages or base.cascaded):
             what = "an LDA merged model" if base.adapter_languages else "a cascaded transducer foundation"
             if coverage is not None and coverage >= MIN_BASE_COVERAGE:
                 return "adapter", f"{what}: a language-dependent adapter, the foundation frozen"
@@ -303,7 +306,7 @@ def choose_method(base: BaseInfo, asked: str, coverage: float | None) -> tuple[s
                         "--tokenizer ipa for a new phone head")
     if (base.kind, asked) not in RECIPES:
         raise DataError(f"--method {asked} is not available for a {base.family} base")
-    if base.kind == "transducer" and asked in ("adapter", "lora") and coverage is not None \
+    if base.kind == TRANSDUCER and asked in ("adapter", "lora") and coverage is not None \
             and coverage < 0.5:
         raise DataError(f"{base.path}: the foundation's tokenizer encodes only "
                         f"{100 * coverage:.0f} % of the training utterances without <unk>; an "

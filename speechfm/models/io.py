@@ -97,6 +97,10 @@ class ModelFamily:
     """Factory: config -> module (fresh weights)."""
     interop: str | None = None
     """Module with checkpoint converters (``speechfm convert``), if any."""
+    asr_head: str | None = None
+    """The ASR output a fine-tune from this family trains (``speechfm finetune``): ``"ctc"``
+    (its CTC head, or a new one on an encoder-only family), ``"transducer"`` (predictor and
+    joiner), or None (not a starting point for speech recognition)."""
 
 
 def _ctc() -> ModelFamily:
@@ -104,28 +108,28 @@ def _ctc() -> ModelFamily:
 
     # Only the shared encoder converts (to a transformers Wav2Vec2BertModel).
     return ModelFamily("ctc", CtcModelConfig, create_ctc_model,
-                       interop="speechfm.models.conformer.interop")
+                       interop="speechfm.models.conformer.interop", asr_head="ctc")
 
 
 def _transducer() -> ModelFamily:
     from speechfm.models.transducer import TransducerModelConfig, create_transducer_model
 
     return ModelFamily("transducer", TransducerModelConfig, create_transducer_model,
-                       interop="speechfm.models.conformer.interop")
+                       interop="speechfm.models.conformer.interop", asr_head="transducer")
 
 
 def _encoder() -> ModelFamily:
     from speechfm.models.encoder import EncoderModelConfig, create_encoder_model
 
     return ModelFamily("encoder", EncoderModelConfig, create_encoder_model,
-                       interop="speechfm.models.conformer.interop")
+                       interop="speechfm.models.conformer.interop", asr_head="ctc")
 
 
 def _w2v_bert() -> ModelFamily:
     from speechfm.models.w2v_bert import W2vBertModelConfig, create_w2v_bert_model
 
     return ModelFamily("w2v_bert", W2vBertModelConfig, create_w2v_bert_model,
-                       interop="speechfm.models.conformer.interop")
+                       interop="speechfm.models.conformer.interop", asr_head="ctc")
 
 
 def _ast() -> ModelFamily:
