@@ -2,9 +2,10 @@
 
 :func:`check_cuts` is the core used by ``speechfm data check`` and by training code: it
 decodes each cut's audio once and reports, per utterance id, every problem it finds:
-missing or undecodable audio, empty audio, NaN/Inf samples, duration outside
-``[min_duration, max_duration]``, empty transcript, characters a tokenizer cannot
-encode, and ids that occur more than once. Nothing is dropped silently: the
+missing or undecodable audio, audio files whose sample rate is not the one the manifest
+declares, empty audio, NaN/Inf samples, duration outside ``[min_duration,
+max_duration]``, empty transcript, characters a tokenizer cannot encode, and ids that
+occur more than once. Nothing is dropped silently: the
 :class:`CheckReport` lists each bad item, and :meth:`CheckReport.select_good` is the
 only way items leave a set.
 
@@ -47,8 +48,13 @@ BAD_ENTRY = "bad_entry"
 """A malformed manifest entry: an unparsable line, a transcript without audio, a bad segment."""
 DURATION_MISMATCH = "duration_mismatch"
 """The manifest's duration (e.g. Kaldi utt2dur) disagrees with the audio."""
+SAMPLE_RATE_MISMATCH = "sample_rate_mismatch"
+"""An audio file's sample rate is not the rate its manifest entry declares (the file was
+replaced or resampled after the manifest was written): offsets, durations and the rate
+the audio is decoded at would all be wrong."""
 
-AUDIO_REASONS = frozenset({MISSING_FILE, UNREADABLE, EMPTY_AUDIO, NON_FINITE, TOO_LONG})
+AUDIO_REASONS = frozenset({MISSING_FILE, UNREADABLE, EMPTY_AUDIO, NON_FINITE, TOO_LONG,
+                           SAMPLE_RATE_MISMATCH})
 """Reasons found by reading the audio; an item flagged with one is not decoded again."""
 
 ALL_REASONS = (
@@ -63,6 +69,7 @@ ALL_REASONS = (
     DUPLICATE_ID,
     BAD_ENTRY,
     DURATION_MISMATCH,
+    SAMPLE_RATE_MISMATCH,
 )
 """Every reason a report can give, in the order summaries list them."""
 
@@ -250,6 +257,36 @@ def _check_text(
     return out
 
 
+def _declared_rate_problem(index: int, cut: Cut) -> ItemProblem | None:
+    """A :data:`SAMPLE_RATE_MISMATCH` when a file's header rate is not the rate the
+    manifest declares for it (the source rate, before any ``Resample`` transform)."""
+    import soundfile as sf
+
+    from speechfm.data.audio import _without_resampling
+
+    rec = getattr(cut, "recording", None)
+    if rec is None:
+        return None
+    base = _without_resampling(rec)
+    declared = int((base or rec).sampling_rate)
+    if base is None and rec.transforms:
+        return None  # other transforms (speed, ...): the declared rate is not the file's
+    for src in rec.sources:
+        if src.type != "file":
+            continue
+        try:
+            actual = int(sf.info(src.source).samplerate)
+        except Exception:  # unreadable: the decoding step reports it
+            continue
+        if actual != declared:
+            return ItemProblem(
+                cut.id, SAMPLE_RATE_MISMATCH,
+                f"{describe_cut(cut)}: the manifest declares {declared} Hz but the file "
+                f"{src.source} is {actual} Hz (re-create the manifest entry from the file, "
+                "or restore the file it was made from)", index)
+    return None
+
+
 def _check_audio(
     index: int, cut: Cut, *, min_duration: float, max_duration: float | None
 ) -> list[ItemProblem]:
@@ -264,6 +301,9 @@ def _check_audio(
                 index,
             )
         ]
+    mismatch = _declared_rate_problem(index, cut)
+    if mismatch is not None:
+        return [mismatch]
     try:
         samples, sr = load_cut_samples(cut)
     except BadAudioError as e:

@@ -239,3 +239,30 @@ def test_console_script(tmp_path, h):
         [*cmd, "data", "check", str(tmp_path / "c")], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_sample_rate_mismatch_between_manifest_and_file(tmp_path, h, run_cli):
+    """A file replaced by a resampled copy after the manifest was written: lhotse would
+    quietly decode it at the manifest's rate; `data check` names both rates."""
+    from lhotse import CutSet, Recording
+
+    from speechfm.data.manifest import make_cut
+
+    paths = {u: h.write_audio(tmp_path / "wav" / f"{u}.wav", 16000, 0.5)
+             for u in ("same", "changed", "resampled")}
+    recs = {u: Recording.from_file(p, u) for u, p in paths.items()}
+    h.write_audio(paths["changed"], 8000, 0.5)  # the file changes, the manifest does not
+    # a declared resampling (lhotse's cut.resample) is no mismatch: the source rate counts
+    cuts = [make_cut(u, recs[u], text="zero one") for u in ("same", "changed")]
+    cuts.append(make_cut("resampled", recs["resampled"], text="zero one").resample(8000))
+    report = check_cuts(cuts)
+    assert _reasons(report) == {"changed": {"sample_rate_mismatch"}}
+    (detail,) = [p.detail for p in report.problems]
+    assert "changed.wav" in detail and "declares 16000 Hz" in detail and "is 8000 Hz" in detail
+    assert [c.id for c in report.select_good(cuts)] == ["same", "resampled"]
+
+    manifest = tmp_path / "cuts.jsonl.gz"
+    CutSet.from_cuts(cuts).to_file(manifest)
+    rc, out, _ = run_cli("data", "check", manifest)
+    assert rc == 1
+    assert "BAD\tchanged\tsample_rate_mismatch\t" in out and "sample_rate_mismatch: 1" in out
