@@ -38,7 +38,15 @@ Audio can be a file path (anything soundfile decodes: wav, flac, ogg, mp3, ... a
 rate), a 1-D or 2-D (channels) numpy array or torch tensor together with its sample
 rate, a ``(samples, sample_rate)`` tuple, or a list of these. Everything is mixed to mono
 and resampled (soxr) to the model's rate; a list is decoded in batches of similar
-length and the results come back in input order.
+length and the results come back in input order. Arrays that would be silently misread
+(int64 samples, unscaled PCM as floats, a batch of clips as a 2-D array, ...) are
+refused with a message naming the input.
+
+``transcribe`` takes recordings of any length: inputs longer than ``long_form_s`` (30 s)
+are cut at pauses into pieces and stitched, with memory bounded whatever the length
+(:mod:`speechfm.decode.longform`); and an input in which the voice-activity detector
+(:mod:`speechfm.features.vad`) finds no speech gives ``""`` instead of invented words
+(``vad=False`` decodes everything).
 """
 
 from __future__ import annotations
@@ -48,15 +56,20 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from speechfm.data.samples import to_float_mono as _to_float_mono
 from speechfm.decode.ctc import CtcHypothesis, WordTimestamp, word_timestamps
+from speechfm.decode.longform import DEFAULT_LONG_FORM_S
 from speechfm.errors import AudioError, SpeechfmError
 from speechfm.models.transducer.model import as_ctc_hypothesis
+
+if TYPE_CHECKING:
+    from speechfm.features.vad import VadConfig
 
 log = logging.getLogger("speechfm.api")
 
@@ -199,41 +212,21 @@ def _array_name(i: int, x: Any) -> str:
     return f"audio input #{i} ({kind} of shape {tuple(x.shape)})"
 
 
-def _to_float_mono(x: Any, name: str) -> np.ndarray:
-    """(S,), (C, S) or (S, C) array/tensor of floats or PCM integers -> float (S,)."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu()
-        if x.is_floating_point() and x.dtype != torch.float64:
-            x = x.float()
-        x = x.numpy()
-    x = np.asarray(x)
-    if x.dtype.kind in "iu":
-        # PCM integers (e.g. int16 from a WAV reader): full scale maps to [-1, 1).
-        bits = 8 * x.dtype.itemsize
-        offset = 2.0 ** (bits - 1) if x.dtype.kind == "u" else 0.0
-        x = (x.astype(np.float64) - offset) / 2.0 ** (bits - 1)
-    elif x.dtype.kind != "f":
-        raise AudioError(f"{name}: samples must be floats or PCM integers, got dtype {x.dtype}")
-    if x.ndim == 2:
-        # Channels are the short axis: (C, S) as lhotse/torch keep it, (S, C) as soundfile.
-        x = x.mean(axis=0 if x.shape[0] <= x.shape[1] else 1)
-    elif x.ndim != 1:
-        raise AudioError(f"{name}: expected 1-D samples or 2-D (channels, samples), got {x.ndim}-D")
-    if x.size == 0:
-        raise AudioError(f"{name}: audio is empty (no samples)")
-    finite = np.isfinite(x)
-    if not finite.all():
-        raise AudioError(f"{name}: audio has {int(x.size - finite.sum())} NaN/Inf sample(s)")
-    return x
+def _load_one(item: Any, i: int, sample_rate: int | None, target_sr: int, *,
+              channels_first: bool | None = None, any_length: bool = False) -> np.ndarray:
+    """One input -> float32 mono (S,) at ``target_sr``; errors name the input.
 
-
-def _load_one(item: Any, i: int, sample_rate: int | None, target_sr: int) -> np.ndarray:
-    """One input -> float32 mono (S,) at ``target_sr``; errors name the input."""
-    from speechfm.data.audio import read_audio, to_mono_resampled
+    ``any_length``: files of any duration (transcribe takes long ones piece by piece);
+    otherwise read_audio's limit (an hour) applies."""
+    from speechfm.data.audio import DEFAULT_MAX_DURATION, read_audio, to_mono_resampled
 
     if isinstance(item, (str, os.PathLike)):
+        if Path(item).is_dir():
+            raise AudioError(f"{item}: is a directory, not an audio file; pass the audio files "
+                             "in it (e.g. sorted(Path(folder).glob('*.wav')))")
         # read_audio's errors name the file and the problem (missing, undecodable, empty).
-        return read_audio(item, target_sr)
+        return read_audio(item, target_sr,
+                          max_duration=None if any_length else DEFAULT_MAX_DURATION)
     rate = sample_rate
     if isinstance(item, tuple) and len(item) == 2 and _is_array(item[0]):
         item, rate = item
@@ -249,7 +242,7 @@ def _load_one(item: Any, i: int, sample_rate: int | None, target_sr: int) -> np.
         )
     if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
         raise AudioError(f"{name}: sample rate must be a positive integer (Hz), got {rate!r}")
-    x = _to_float_mono(item, name)
+    x = _to_float_mono(item, name, channels_first)
     return to_mono_resampled(x, int(rate), target_sr)
 
 
@@ -489,13 +482,16 @@ class SpeechModel:
 
     # ------------------------------------------------------------------ internals
 
-    def _inputs(self, audio: Any, sample_rate: int | None) -> tuple[list[np.ndarray], bool]:
+    def _inputs(self, audio: Any, sample_rate: int | None, *, channels_first: bool | None = None,
+                any_length: bool = False) -> tuple[list[np.ndarray], bool]:
         """Load every input (all checked before any compute); returns (waves, is_single)."""
+        kw = {"channels_first": channels_first, "any_length": any_length}
         if _is_single(audio):
-            return [_load_one(audio, 0, sample_rate, self.sample_rate)], True
+            return [_load_one(audio, 0, sample_rate, self.sample_rate, **kw)], True
         if isinstance(audio, (list, tuple)):
             return [
-                _load_one(item, i, sample_rate, self.sample_rate) for i, item in enumerate(audio)
+                _load_one(item, i, sample_rate, self.sample_rate, **kw)
+                for i, item in enumerate(audio)
             ], False
         raise AudioError(
             "audio must be a file path, a numpy array or torch tensor (with sample_rate), "
@@ -566,13 +562,18 @@ class SpeechModel:
         graph: Any = None,
         acoustic_scale: float = 1.0,
         lang: str | None = None,
+        vad: bool | VadConfig = True,
+        long_form_s: float | None = DEFAULT_LONG_FORM_S,
+        progress: bool = False,
+        channels_first: bool | None = None,
     ) -> str | Transcript | list[str] | list[Transcript]:
-        """Transcribe one input or a list of inputs.
+        """Transcribe one input or a list of inputs, each of any length.
 
         Args:
             audio: a file path; a numpy array / torch tensor of samples, (S,) or 2-D with
-                channels on the short axis, floats in [-1, 1] or PCM integers; a
-                ``(samples, sample_rate)`` tuple; or a list of any of these.
+                channels on the short axis (at most 2 of them, else see
+                ``channels_first``), floats in [-1, 1] or PCM integers (int16, int32,
+                uint8); a ``(samples, sample_rate)`` tuple; or a list of any of these.
             sample_rate: rate in Hz of array inputs given without their own rate (files
                 carry theirs). Any rate works: inputs are resampled with soxr.
             method: ``"greedy"`` (best path), ``"beam"`` (CTC: prefix beam search;
@@ -594,15 +595,36 @@ class SpeechModel:
             lang: the inputs' language: its language-dependent adapters run (see
                 :attr:`languages`); None = the base model (language-independent adapters
                 only), or, when the model has a language-ID head (:attr:`language_id`),
-                each input's language as the head picks it (as ``"auto"`` does).
+                each input's language as the head picks it (as ``"auto"`` does; a long
+                input: each piece's).
+            vad: skip what the voice-activity detector (:mod:`speechfm.features.vad`)
+                judges to be no speech: an input without detected speech gives ``""``
+                (an empty :class:`Transcript`) without being decoded, and a long input is
+                cut at its pauses with long non-speech stretches left out. False:
+                decode everything, noise included; a
+                :class:`~speechfm.features.vad.VadConfig`: the detector with those
+                settings. Inputs with speech of at most ``long_form_s`` are decoded
+                exactly as without it.
+            long_form_s: inputs longer than this many seconds are transcribed piece by
+                piece, no piece longer than this (:mod:`speechfm.decode.longform`: cut at
+                pauses, unbroken speech cut at quiet points with 1 s of overlap, stitched
+                by token times), so memory stays bounded whatever the length; times are
+                in the original recording. None: one pass per input, however long (and
+                files over an hour are refused).
+            progress: show a tqdm bar (stderr) while long inputs are transcribed.
+            channels_first: for 2-D arrays, True = (channels, samples), False =
+                (samples, channels); None = the short axis, for at most 2 channels (more
+                is refused: it may be a batch of clips, which goes as a list).
 
         Returns:
             The text (str) for one input, a list of texts for a list (input order); with
             ``timestamps`` or ``confidences``, :class:`Transcript` object(s) instead.
 
         Raises:
-            AudioError: a file is missing or undecodable, an input is empty or non-finite,
-                an array comes without its sample rate; the message names the input.
+            AudioError: a file is missing, a directory or undecodable, an input is empty
+                or non-finite, an array comes without its sample rate, or is one that
+                would be misread (int64, unscaled PCM as floats, ambiguous 2-D); the
+                message names the input.
         """
         self._require_asr("transcribe")
         if lm is not None or graph is not None:
@@ -611,18 +633,21 @@ class SpeechModel:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if method == "beam" and beam < 1:
             raise ValueError(f"beam must be >= 1, got {beam}")
+        any_length = {"vad": vad, "long_form_s": long_form_s, "progress": progress}
         if method == "graph":
             if timestamps or confidences:
                 raise ValueError("timestamps/confidences are not available with graph decoding")
             return self._transcribe_graph(audio, sample_rate, batch_size, lexicon, lm, graph,
-                                          acoustic_scale, lang)
-        waves, single = self._inputs(audio, sample_rate)
+                                          acoustic_scale, lang, channels_first=channels_first,
+                                          **any_length)
+        waves, single = self._inputs(audio, sample_rate, channels_first=channels_first,
+                                     any_length=long_form_s is not None)
 
         def search(feats: torch.Tensor, feat_lens: torch.Tensor, **lang_kw) -> list[CtcHypothesis]:
             return self.module.recognize(feats, feat_lens, method=method, beam=beam,
                                          **lang_kw)
 
-        hyps = self._batches(waves, batch_size, self._by_language(lang, search))
+        hyps = self._any_length(waves, batch_size, self._by_language(lang, search), **any_length)
         if timestamps or confidences:
             out: list[Any] = [
                 self._transcript(h, w.shape[0] / self.sample_rate)
@@ -663,8 +688,33 @@ class SpeechModel:
             self._graphs = {**getattr(self, "_graphs", {}), key: graph}
         return graph
 
+    def _any_length(self, waves: list[np.ndarray], batch_size: int, fn: Callable, *,
+                    vad: bool | VadConfig, long_form_s: float | None, progress: bool,
+                    texts: bool = False) -> list[Any]:
+        """``fn`` over ``waves`` as :meth:`_batches` runs it, but inputs without speech are
+        not decoded and long ones go piece by piece (``speechfm.decode.longform``);
+        ``fn`` gives hypotheses, or with ``texts`` strings."""
+        from functools import partial
+
+        from speechfm.decode.longform import CONTEXT_S, join_texts, run_long_form, stitch_hypotheses
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        step = max(1, round(self.frame_shift_s * self.sample_rate))  # samples per frame
+        kind = getattr(self.tokenizer, "kind", None)
+        separator = getattr(self.tokenizer, "word_id", None) if kind in ("char", "ipa") else None
+        return run_long_form(
+            waves, lambda ws: self._batches(ws, batch_size, fn), sample_rate=self.sample_rate,
+            step=step, batch_size=batch_size, long_form_s=long_form_s, vad=vad,
+            stitch=join_texts if texts else partial(stitch_hypotheses, step=step,
+                                                    separator=separator),
+            empty=str if texts else partial(CtcHypothesis, tokens=[]),
+            # graph results have no token times to stitch an overlap by
+            context_s=0.0 if texts else CONTEXT_S, progress=progress)
+
     def _transcribe_graph(self, audio, sample_rate, batch_size, lexicon, lm, graph,
-                          acoustic_scale, lang=None):
+                          acoustic_scale, lang=None, *, channels_first=None, vad=True,
+                          long_form_s=DEFAULT_LONG_FORM_S, progress=False):
         from speechfm.decode.graph import DecodingGraph, graph_hypotheses
 
         if not hasattr(self.module, "log_probs"):
@@ -676,7 +726,8 @@ class SpeechModel:
             graph = DecodingGraph.load(graph)
         if graph.tokens != self.tokenizer.tokens:
             raise SpeechfmError("the decoding graph was built for other tokens than the model's")
-        waves, single = self._inputs(audio, sample_rate)
+        waves, single = self._inputs(audio, sample_rate, channels_first=channels_first,
+                                     any_length=long_form_s is not None)
 
         def search(feats: torch.Tensor, feat_lens: torch.Tensor, **lang_kw) -> list[str]:
             log_probs, out_lens = self.module.log_probs(feats, feat_lens, **lang_kw)
@@ -684,7 +735,8 @@ class SpeechModel:
             return [graph.join(h.words) if graph.kind == "tlg" else self.tokenizer.decode(h.tokens)
                     for h in found]
 
-        out = self._batches(waves, batch_size, self._by_language(lang, search))
+        out = self._any_length(waves, batch_size, self._by_language(lang, search), vad=vad,
+                               long_form_s=long_form_s, progress=progress, texts=True)
         return out[0] if single else out
 
     def classify(

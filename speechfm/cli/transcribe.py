@@ -2,6 +2,7 @@
 
     speechfm transcribe MODEL FILE [FILE ...] [--method greedy|beam] [--beam 4]
                         [--timestamps] [--json] [--batch-size 8] [--device cpu] [--dtype D]
+                        [--long-form-s 30] [--no-vad] [--no-progress]
 
 Prints one line per file, in the order given: ``FILE<TAB>text``, or with ``--json`` (or
 ``--timestamps``, which needs the structure) one JSON object per line::
@@ -10,8 +11,12 @@ Prints one line per file, in the order given: ``FILE<TAB>text``, or with ``--jso
      "words": [{"word": "hello", "start": 0.32, "end": 0.68, "confidence": 0.97}, ...],
      "tokens": [...], "token_confidences": [...], "token_times": [[0.32, 0.36], ...]}
 
-A file that cannot be read is reported on stderr (naming it and the problem) and skipped;
-the others are still transcribed and the exit status is then 1.
+Files of any length work: one longer than ``--long-form-s`` seconds is cut at pauses into
+pieces and stitched (word times stay times in the file), with a progress bar on stderr
+(:mod:`speechfm.decode.longform`). A file in which the voice-activity detector finds no
+speech prints an empty text (``--no-vad`` decodes it anyway). A file that cannot be read
+(missing, a directory, undecodable) is reported on stderr (naming it and the problem) and
+skipped; the others are still transcribed and the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ import sys
 from pathlib import Path
 
 # Files read into memory at a time: bounds memory on long file lists while still giving
-# the length-sorted batching plenty to choose from.
+# the length-sorted batching plenty to choose from. A group also ends after _GROUP_S
+# seconds of audio, and a long file is transcribed on its own, so a list of hour-long
+# recordings is held one at a time.
 _GROUP = 256
+_GROUP_S = 1800.0
 
 
 def _positive_int(text: str) -> int:
@@ -56,36 +64,42 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=8, help="files per forward pass")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default=None, help="cast weights: float32, bfloat16, float16")
+    p.add_argument("--long-form-s", type=float, default=None, metavar="S",
+                   help="files longer than S seconds are transcribed in pieces of at most S "
+                   "seconds, cut at pauses (default 30)")
+    p.add_argument("--no-vad", action="store_true",
+                   help="decode files (and stretches of long files) without detected speech "
+                   "too, instead of printing an empty text for them")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar on stderr for long files")
     p.set_defaults(func=_transcribe)
 
 
 def _transcribe(args: argparse.Namespace) -> int:
     import speechfm
     from speechfm.data.audio import read_audio
+    from speechfm.decode.longform import DEFAULT_LONG_FORM_S
     from speechfm.errors import AudioError
 
+    long_form_s = DEFAULT_LONG_FORM_S if args.long_form_s is None else args.long_form_s
+    if long_form_s <= 0:
+        print("speechfm transcribe: error: --long-form-s must be > 0", file=sys.stderr)
+        return 2
     model = speechfm.load(args.model, device=args.device, dtype=args.dtype)
     as_json = args.json or args.timestamps
-    rc = 0
-    for start in range(0, len(args.files), _GROUP):
-        names, waves = [], []
-        for name in args.files[start : start + _GROUP]:
-            try:
-                waves.append(read_audio(name, model.sample_rate))
-            except AudioError as e:
-                print(f"speechfm transcribe: error: {e}", file=sys.stderr)
-                rc = 1
-                continue
-            names.append(name)
-        if not waves:
-            continue
+    rate = model.sample_rate
+
+    def run(names: list[str], waves: list) -> None:
         results = model.transcribe(
             waves,
-            sample_rate=model.sample_rate,
+            sample_rate=rate,
             method=args.method,
             beam=args.beam,
             timestamps=as_json,
             batch_size=args.batch_size,
+            vad=not args.no_vad,
+            long_form_s=long_form_s,
+            progress=not args.no_progress,
         )
         for name, result in zip(names, results, strict=True):
             if as_json:
@@ -93,4 +107,32 @@ def _transcribe(args: argparse.Namespace) -> int:
             else:
                 line = f"{name}\t{result}"
             print(line, flush=True)
+
+    rc = 0
+    names: list[str] = []
+    waves: list = []
+    for name in args.files:
+        try:
+            if Path(name).is_dir():
+                raise AudioError(f"{name}: is a directory, not an audio file (pass the files "
+                                 "in it, e.g. DIR/*.wav)")
+            wave = read_audio(name, rate, max_duration=None)
+        except AudioError as e:
+            print(f"speechfm transcribe: error: {e}", file=sys.stderr)
+            rc = 1
+            continue
+        if wave.shape[0] > long_form_s * rate:
+            # Output stays in input order: what was read before goes first.
+            if names:
+                run(names, waves)
+                names, waves = [], []
+            run([name], [wave])
+            continue
+        names.append(name)
+        waves.append(wave)
+        if len(names) >= _GROUP or sum(w.shape[0] for w in waves) > _GROUP_S * rate:
+            run(names, waves)
+            names, waves = [], []
+    if names:
+        run(names, waves)
     return rc

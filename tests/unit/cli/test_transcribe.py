@@ -124,3 +124,43 @@ def test_console_script(model_dir, files):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [f"{p}\t{t}" for p, t in zip(files, H.TEXTS, strict=True)]
+
+
+def test_long_file_noise_file_and_directory(model_dir, files, tmp_path, capsys):
+    """A 40 s recording goes piece by piece with a progress bar (its words timed in the
+    file); a noise-only file prints an empty text (``--no-vad``: decoded anyway); a
+    directory is named as one. Output stays in input order."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    parts, texts = [], []
+    while sum(p.shape[0] for p in parts) < 40 * H.SR:
+        k = len(texts) % 3
+        parts += [H.synth(H.TEXTS[k], seed=k + 1),
+                  (3e-3 * rng.standard_normal(int(1.5 * H.SR))).astype(np.float32)]
+        texts.append(H.TEXTS[k])
+    long_file = tmp_path / "long.flac"
+    sf.write(long_file, np.concatenate(parts), H.SR)
+    noise_file = tmp_path / "noise.wav"
+    sf.write(noise_file, (0.01 * rng.standard_normal(3 * H.SR)).astype(np.float32), H.SR)
+    argv = ["transcribe", str(model_dir), str(files[0]), str(long_file), str(noise_file),
+            str(tmp_path), str(files[1])]
+    rc = main(argv)
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert captured.out.splitlines() == [
+        f"{files[0]}\t{H.TEXTS[0]}", f"{long_file}\t{' '.join(texts)}", f"{noise_file}\t",
+        f"{files[1]}\t{H.TEXTS[1]}"]
+    assert "long audio" in captured.err and "s [" in captured.err
+    assert f"{tmp_path}: is a directory, not an audio file" in captured.err
+
+    assert main(["transcribe", str(model_dir), str(noise_file), "--no-vad", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["file"] == str(noise_file) and isinstance(row["text"], str)
+    assert main(["transcribe", str(model_dir), str(long_file), "--timestamps", "--no-progress",
+                 "--long-form-s", "10"]) == 0
+    captured = capsys.readouterr()
+    row = json.loads(captured.out)
+    assert row["text"] == " ".join(texts) and "long audio" not in captured.err
+    ends = [w["end"] for w in row["words"]]
+    assert ends == sorted(ends) and ends[-1] <= sf.info(long_file).duration
