@@ -17,10 +17,11 @@ tokenizer      trains the LM's byte-level BPE (``lm_tokenizer``, ``tokenizer_voc
 text           a fresh speech LM (``model_size``: the Llama of ``speech_lm_small``, the
                speech encoder and its weights from ``encoder_from``; or ``lm_from``, a local
                transformers causal LM and its tokenizer, plugged in) trained on text only:
-               the corpus sequences (loss on every token) mixed with text instructions of
-               ``instruct.training_pairs`` framed by ``prompt_segments`` (loss on the
-               answer), ``instruct_ratio`` of the examples; encoder, adaptor and speech
-               markers get no data (frozen)
+               the ``num_instructions`` text instructions of ``instruct.training_pairs``
+               framed by ``prompt_segments`` (loss on the answer) mixed with corpus
+               sequences (loss on every token), the corpus subsampled or repeated so that
+               instructions are ``instruct_ratio`` of the examples; encoder, adaptor and
+               speech markers get no data (frozen)
 speech         ``mode``: ``asr`` (each spoken span -> its transcript under a fixed
                transcription prompt), ``interleave`` (InSerter: the interleaved sequences,
                loss on every text token, speech as encoder outputs) or ``both`` (a mixture,
@@ -139,15 +140,18 @@ class InserterConfig(RunConfig):
     cache_batch_seconds: float = 60.0
     """Seconds of audio per encoder forward when filling the cache."""
     num_instructions: int = 20000
-    """Instruction examples when a stage trains on instructions only (``instruct_ratio``
-    1), and for the tokenizer."""
+    """Text and instruct stages (``instruct_ratio`` > 0), and the tokenizer: how many
+    instruction examples, ``instruct.training_pairs(num_instructions, instruct_seed)``, each
+    used once an epoch (the dev share, by instruction text, held out of them)."""
     instruct_seed: int = 1
     """Seed of ``instruct.training_pairs`` (the same in every stage: the same data)."""
     instruct_ratio: float = 0.3
     """Text and instruct stages: the fraction of the training examples that are
-    instructions; the corpus sequences are all used once and instructions are generated to
-    make up this fraction (1 = instructions only, ``num_instructions`` of them; 0 = corpus
-    only)."""
+    instructions. The ``num_instructions`` instructions are fixed; the corpus side is
+    sized to match, ``round(instructions * (1 - r) / r)`` sequences drawn from a seeded
+    permutation of the corpus (a subsample when the corpus is larger, the corpus cycled
+    when it is smaller). 1 = instructions only (no corpus needed); 0 = the corpus only,
+    every sequence once."""
     asr_fraction: float = 0.5
     """Speech stage ``both``: the fraction of the training examples that are ASR examples
     (every interleaved sequence once, ASR examples drawn to make up the fraction)."""
@@ -209,8 +213,10 @@ class InserterConfig(RunConfig):
                              "recipe's batches are token sequences (encoder outputs cached)")
         if uses_corpus(self) and not self.interleaved_dir:
             raise ValueError(f"stage {self.stage} needs interleaved_dir (the corpus)")
-        if self.instruct_ratio == 1 and self.num_instructions < 1:
-            raise ValueError("instruct_ratio 1 needs num_instructions >= 1")
+        if (self.stage in ("text", "instruct") and self.instruct_ratio > 0
+                and self.num_instructions < 1):
+            raise ValueError("instruct_ratio > 0 needs num_instructions >= 1 (the corpus side "
+                             "is sized from the instructions)")
         if self.stage == "tokenizer":
             if not self.lm_tokenizer:
                 raise ValueError("stage tokenizer needs lm_tokenizer (the output folder)")
@@ -313,14 +319,19 @@ def stage_examples(config: InserterConfig, lines: list[dict]
     data = _data()
     frac, cap = config.dev_fraction, config.max_dev
     if config.stage in ("text", "instruct"):
+        # num_instructions instructions, each once; the corpus side is resampled (subsampled
+        # or cycled) so that instructions are instruct_ratio of the training examples
         r = config.instruct_ratio
         corpus = ([(f"text-{q['id']}", q["id"], data.text_view(q)) for q in lines]
                   if r < 1 else [])
-        n = config.num_instructions if r == 1 else round(len(corpus) * r / (1 - r))
-        instr = [(f"ins-{i.id}", i.instruction, data.instruction_view(i))
-                 for i in _instruction_items(config, n)]
+        instr = ([(f"ins-{i.id}", i.instruction, data.instruction_view(i))
+                  for i in _instruction_items(config, config.num_instructions)]
+                 if r > 0 else [])
         ctrain, cdev = data.split_dev(corpus, frac, cap)
         itrain, idev = data.split_dev(instr, frac, cap)
+        if 0 < r < 1:
+            ctrain = data.resample(ctrain, round(len(itrain) * (1 - r) / r),
+                                   f"inserter-text:{config.seed}")
         return ctrain + itrain, cdev + idev
     inter = [(f"il-{q['id']}", q["id"], data.interleave_view(q)) for q in lines]
     asr = [(f"asr-{v['speech']['id']}", q["id"], v) for q in lines for v in data.asr_views(q)]
@@ -345,6 +356,13 @@ def _fingerprint(config: InserterConfig, tok, model_config, cache) -> dict:
     from speechfm.data.interleave import load_index
 
     index = load_index(config.interleaved_dir) if uses_corpus(config) else None
+    extra = {}
+    if config.stage in ("text", "instruct"):  # the instructions themselves and how they mix
+        items = (_instruction_items(config, config.num_instructions)
+                 if config.instruct_ratio > 0 else [])
+        extra["instructions"] = {
+            "sha256": _data()._digest([[i.family, i.instruction, i.answer] for i in items]),
+            "mix": "instructions fixed, corpus resampled"}
     keys = ("stage", "mode", "num_instructions", "instruct_seed", "instruct_ratio",
             "asr_fraction", "prompt_before", "prompt_after", "asr_prompt_before",
             "asr_prompt_after", "dev_fraction", "max_dev", "seed")
@@ -354,7 +372,7 @@ def _fingerprint(config: InserterConfig, tok, model_config, cache) -> dict:
             "tokenizer_sha256": _data()._digest(tok.backend_tokenizer.to_str()),
             "stack": model_config.stack,
             "encoder": None if cache is None else cache.fingerprint,
-            "freeze_encoder": config.freeze_encoder}
+            "freeze_encoder": config.freeze_encoder, **extra}
 
 
 def write_stage_data(config: InserterConfig, out: Path, tok, model, model_config, cache,

@@ -116,6 +116,70 @@ def test_config_is_checked(ins, corpus):
         assert ins.main([str(repo / f"{name}.yaml"), "--print-config", *extra]) == 0
 
 
+def _text_lines(n: int) -> list[dict]:
+    """``n`` build lines of one text segment each (all ``text_view`` reads)."""
+    return [{"id": f"doc-{k:04d}", "segments": [{"kind": "text", "text": f"line {k}"}]}
+            for k in range(n)]
+
+
+def test_text_stage_mix_fixes_the_instructions_and_resamples_the_corpus(ins):
+    """``num_instructions`` instructions, each once; the corpus side is subsampled or
+    cycled so that instructions are ``instruct_ratio`` of the training examples."""
+    def examples(lines, **kw):
+        config = config_from_dict(ins.InserterConfig, {
+            **COMMON, "stage": "text", "lm_tokenizer": "t", "interleaved_dir": "x",
+            "num_instructions": 300, **kw})
+        return ins.stage_examples(config, lines)
+
+    pairs = ins._data().sibling("instruct").training_pairs(300, 1)
+    all_ids = {f"ins-{i.id}" for i in pairs}
+    for n_lines, ratio in [(10, 0.8), (2000, 0.5), (10, 0.25), (2000, 0.9)]:
+        train, dev = examples(_text_lines(n_lines), instruct_ratio=ratio)
+        instr = [i for i, s in train if s["kind"] == "instruct"]
+        text = [i for i, s in train if s["kind"] == "text"]
+        dev_instr = [i for i, s in dev if s["kind"] == "instruct"]
+        # the instructions: training_pairs(num_instructions), each once, the dev share apart
+        assert len(instr) == len(set(instr)) and set(instr) <= all_ids
+        held = {s["instruction"] for i, s in dev if s["kind"] == "instruct"}
+        assert len(instr) == sum(i.instruction not in held for i in pairs) >= 250
+        assert dev_instr and not set(dev_instr) & set(instr)
+        # the corpus: sized to the ratio, subsampled (large corpus) or cycled (small one)
+        assert len(text) == round(len(instr) * (1 - ratio) / ratio)
+        assert len({i for i, _ in train}) == len(train)  # repeats get -r<k> suffixes
+        repeated = [i for i in text if "-r" in i]
+        assert bool(repeated) == (len(text) > n_lines)
+        assert abs(len(instr) / len(train) - ratio) < 0.01
+    assert examples(_text_lines(10), instruct_ratio=0.8) == examples(
+        _text_lines(10), instruct_ratio=0.8)  # deterministic
+    # ratio 1: instructions only; ratio 0: the corpus only, every sequence once
+    train, _ = examples([], instruct_ratio=1.0, stage="instruct", init_from="x",
+                        lm_tokenizer=None, interleaved_dir=None)
+    assert {s["kind"] for _, s in train} == {"instruct"} and 250 <= len(train) <= 300
+    train, dev = examples(_text_lines(50), instruct_ratio=0.0)
+    assert {s["kind"] for _, s in train} == {"text"} and len(train) + len(dev) == 50
+    with pytest.raises(ValueError, match="num_instructions"):
+        config_from_dict(ins.InserterConfig, {**COMMON, "stage": "text", "lm_tokenizer": "t",
+                                              "interleaved_dir": "x", "instruct_ratio": 0.5,
+                                              "num_instructions": 0}).validate()
+
+
+def test_data_fingerprint_covers_the_instructions(ins, monkeypatch):
+    from types import SimpleNamespace
+
+    config = config_from_dict(ins.InserterConfig, {
+        **COMMON, "stage": "instruct", "init_from": "x", "instruct_ratio": 1.0,
+        "interleaved_dir": None})
+    tok = SimpleNamespace(backend_tokenizer=SimpleNamespace(to_str=lambda: "tok"))
+    model_config = SimpleNamespace(stack=2)
+    fp = ins._fingerprint(config, tok, model_config, None)
+    assert fp["instructions"]["sha256"] and fp == ins._fingerprint(config, tok, model_config,
+                                                                   None)
+    # other wordings (same settings) are other data: a stale data folder is not reused
+    items = ins._instruction_items(config, config.num_instructions)
+    monkeypatch.setattr(ins, "_instruction_items", lambda c, n: items[:-1] + items[:1])
+    assert ins._fingerprint(config, tok, model_config, None) != fp
+
+
 def test_text_stage_trains_the_lm_only(ins, corpus, text_model):
     import speechfm
 

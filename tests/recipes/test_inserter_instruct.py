@@ -51,8 +51,10 @@ def test_families_and_templates():
     assert ins.HELD_OUT in names and ins.HELD_OUT not in ins.SEEN_FAMILIES
     assert set(ins.SEEN_FAMILIES) | {ins.HELD_OUT} == set(names)
     for f in ins.FAMILIES:
-        assert len(f.train_templates) + len(f.test_templates) >= 6, f.name
-        assert len(f.train_templates) >= 3 and len(f.test_templates) >= 3, f.name
+        # many training wordings per rule (the LM must generalise to unseen ones), three
+        # benchmark wordings each
+        assert len(f.train_templates) >= 12 and len(f.test_templates) == 3, f.name
+        assert len(set(f.train_templates)) == len(f.train_templates), f.name
 
 
 @pytest.mark.parametrize("family", [f.name for f in ins.FAMILIES])
@@ -215,6 +217,29 @@ def test_train_and_test_templates_are_disjoint():
         for t in train:
             if set(re.findall(r"\{(\w+)\}", t)) <= set(item.slot_dict):
                 assert t.format(**item.slot_dict) != item.instruction
+
+
+FILLER = {"a", "an", "the", "of", "to", "in", "for", "with", "please", "me", "you", "can",
+          "could", "i", "it", "is", "are", "do", "does", "that", "this", "these", "and",
+          "so", "just"}
+"""Function and politeness words: a benchmark wording must differ in more than these."""
+
+
+def test_benchmark_wordings_differ_in_more_than_filler_words():
+    def core(template):
+        return tuple(w for w in _skeleton(template).split() if w not in FILLER)
+
+    train = {core(t): t for f in ins.FAMILIES for t in f.train_templates}
+    for f in ins.FAMILIES:
+        for t in f.test_templates:
+            assert core(t) not in train, (t, train.get(core(t)))
+
+
+def test_every_training_wording_is_used():
+    items = ins.training_pairs(20000, seed=1)
+    used = {(i.family, i.template) for i in items}
+    assert used == {(f.name, k) for f in ins.FAMILIES if f.name != ins.HELD_OUT
+                    for k in range(len(f.train_templates))}
 
 
 def test_held_out_family_only_in_benchmark():
