@@ -94,7 +94,7 @@ from speechfm.train.distributed import (
     wrap_model,
 )
 from speechfm.train.ema import EmaWeights, cosine_momentum
-from speechfm.train.logging import TrainLogger, plot_curves, read_scalars, setup_logging
+from speechfm.train.logging import TrainLogger, plot_curves, read_scalars, setup_logging, splice_tables
 from speechfm.train.loop import (
     EpochSummary,
     StepResult,

@@ -22,7 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainLogger", "curve_panels", "plot_curves", "read_scalars", "setup_logging"]
+__all__ = ["TrainLogger", "curve_panels", "plot_curves", "read_scalars", "setup_logging",
+           "splice_tables"]
 
 TB_DIR = "tensorboard"
 CURVES_FILE = "curves.png"
@@ -307,4 +308,21 @@ def plot_curves(
     path = Path(out) if out is not None else run_dir / CURVES_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
+    return path
+
+
+TABLES_BEGIN, TABLES_END = "<!-- tables: begin -->", "<!-- tables: end -->"
+
+
+def splice_tables(path: str | os.PathLike, body: str, title: str) -> Path:
+    """Write generated ``body`` between the ``<!-- tables: begin/end -->`` markers of a
+    RESULTS.md (the hand-written prose around them stays), or a new file headed ``title``."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if TABLES_BEGIN in text and TABLES_END in text:
+        head, rest = text.split(TABLES_BEGIN, 1)
+        text = head + TABLES_BEGIN + "\n" + body + "\n" + TABLES_END + rest.split(TABLES_END, 1)[1]
+    else:
+        text = f"{title}\n\n{TABLES_BEGIN}\n{body}\n{TABLES_END}\n"
+    path.write_text(text, encoding="utf-8")
     return path

@@ -20,7 +20,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-START, END = "<!-- tables: begin -->", "<!-- tables: end -->"
 MODE_NAMES = {"asr": "ASR alignment", "interleave": "InSerter (interleaved)",
               "both": "ASR + interleaved"}
 
@@ -257,14 +256,10 @@ def main() -> int:
     out += commands(exp, args.data, modes, names, results, args.command)
 
     body = "\n".join(out)
-    text = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + START + "\n" + body + "\n" + END + rest.split(END, 1)[1]
-    else:
-        text = ("# InSerter on mini_cv_lang (English): spoken instructions followed by transfer "
-                f"from text\n\n{START}\n{body}\n{END}\n")
-    args.out.write_text(text, encoding="utf-8")
+    from speechfm.train import splice_tables
+
+    splice_tables(args.out, body, "# InSerter on mini_cv_lang (English): spoken instructions "
+                  "followed by transfer from text")
     print(body)
     return 0
 

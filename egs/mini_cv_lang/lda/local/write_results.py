@@ -240,15 +240,9 @@ def main() -> int:
     out += [f"Command: `{args.command}` (from `egs/mini_cv_lang/lda`).", ""]
 
     body = "\n".join(out)
-    text = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
-    start, end = "<!-- tables: begin -->", "<!-- tables: end -->"
-    if start in text and end in text:
-        before, rest = text.split(start, 1)
-        text = before + start + "\n" + body + "\n" + end + rest.split(end, 1)[1]
-    else:
-        text = (f"# LDA: language-dependent adapters for tail languages\n\n{start}\n{body}\n"
-                f"{end}\n")
-    args.out.write_text(text, encoding="utf-8")
+    from speechfm.train import splice_tables
+
+    splice_tables(args.out, body, "# LDA: language-dependent adapters for tail languages")
     print(body)
     return 0
 

@@ -86,14 +86,9 @@ def petl_table(exp: Path, group: str, order: list[str]) -> tuple[list[str], list
 def splice(path: Path, body: str, title: str) -> None:
     """Write ``body`` between the table markers of ``path`` (the prose around them, written
     by hand, stays), or a new file with ``title``."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    start, end = "<!-- tables: begin -->", "<!-- tables: end -->"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + start + "\n" + body + "\n" + end + rest.split(end, 1)[1]
-    else:
-        text = f"{title}\n\n{start}\n{body}\n{end}\n"
-    path.write_text(text, encoding="utf-8")
+    from speechfm.train import splice_tables
+
+    splice_tables(path, body, title)
 
 
 def demo_lines(model_dir: Path, test_cuts: Path, per_label: int = 1) -> list[str]:
