@@ -321,13 +321,9 @@ class SpeechModel:
         if "_lid" not in self.__dict__:
             head = None
             if self.path is not None:
-                from speechfm.models.io import load_part
-                from speechfm.models.language_id import check_base
+                from speechfm.models.language_id import load_directory_head
 
-                found = load_part(self.path, "language_id", self.config)
-                if found is not None:
-                    head, meta = found
-                    check_base(meta, self._base_hash(), self.path)
+                head = load_directory_head(self.path, self.config, self._base_hash())
             self.__dict__["_lid"] = head
         head = self.__dict__["_lid"]
         return None if head is None else head.to(self.device)

@@ -259,15 +259,12 @@ AUTO = "auto"
 def _language_id_head(model, model_dir: str | Path, meta: Mapping[str, Any]):
     """The model directory's language-ID head, checked against the model's base weights."""
     from speechfm.models.adapter_store import base_model_hash
-    from speechfm.models.io import load_part
-    from speechfm.models.language_id import check_base
+    from speechfm.models.language_id import load_directory_head
 
-    found = load_part(model_dir, "language_id", meta)
-    if found is None:
+    head = load_directory_head(model_dir, meta, base_model_hash(model))
+    if head is None:
         raise DataError(f"{model_dir}: language {AUTO!r} needs a language-ID head (the model "
                         "directory has no language_id part; see recipes/lda/train_lid.py)")
-    head, lid_meta = found
-    check_base(lid_meta, base_model_hash(model), model_dir)
     return head.to(next(model.parameters()).device)
 
 

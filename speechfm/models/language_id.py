@@ -164,6 +164,20 @@ def check_base(meta: Mapping[str, Any], base_hash: str, where: Any) -> None:
                         f"{base_hash[:12]}...)")
 
 
+def load_directory_head(directory: str | Path, meta: Mapping[str, Any] | None,
+                        base_hash: str) -> LanguageIdHead | None:
+    """A model directory's ``language_id`` part (None if it has none), refused when it was
+    trained on another base model than the one ``base_hash`` describes."""
+    from speechfm.models.io import load_part
+
+    found = load_part(directory, "language_id", meta)
+    if found is None:
+        return None
+    head, lid_meta = found
+    check_base(lid_meta, base_hash, directory)
+    return head
+
+
 # ------------------------------------------------------------------------ training
 
 
