@@ -71,6 +71,8 @@ LANG_TO_VOICE: dict[str, str] = {
     "kir": "ky",
     "tat": "tt",
     "ind": "id",
+    "ukr": "uk",
+    "kaz": "kk",
 }
 
 # Voices whose espeak output carries tone numbers (1-7) after the vowel.

@@ -32,11 +32,14 @@ SEEN_LANGS: tuple[str, ...] = ("en", "es", "fr", "it", "ky", "nl", "ru", "sv", "
 """The ten training languages of CV-Lang10."""
 UNSEEN_LANGS: tuple[str, ...] = ("pl", "id")
 """The two held-out languages used for cross-lingual fine-tuning."""
+NEW_LANGS: tuple[str, ...] = ("uk", "kk")
+"""Languages outside the default corpus that no mini_cv_lang model has seen, each with a
+related seen language (uk: ru; kk: ky, tt): egs/new_language synthesises them."""
 
 UDHR_FILES: dict[str, str] = {
     "en": "eng", "es": "spa", "fr": "fra", "it": "ita", "ky": "kir", "nl": "nld",
     "ru": "rus", "sv": "swe", "tr": "tur", "tt": "tat", "pl": "pol", "id": "ind",
-    "de": "deu", "pt": "por",
+    "de": "deu", "pt": "por", "uk": "ukr", "kk": "kaz",
 }
 """ISO 639-1 code -> UDHR file stem (ISO 639-3)."""
 
@@ -53,6 +56,7 @@ _ONE_LETTER_WORDS: dict[str, frozenset[str]] = {
     "sv": frozenset("iåö"),
     "tr": frozenset("o"),
     "pl": frozenset("wizaou"),
+    "uk": frozenset("івзуоайє"),
 }
 
 _VOWELS = frozenset("aeiouyæøœəıɛ" "аеёиоуыэюяөүәі")

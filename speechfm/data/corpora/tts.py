@@ -60,6 +60,8 @@ ESPEAK_VOICES: dict[str, str] = {
     "id": "id",
     "de": "de",
     "pt": "pt",
+    "uk": "uk",
+    "kk": "kk",
 }
 
 

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from speechfm.data.corpora.text_sources import (
+    NEW_LANGS,
     SEEN_LANGS,
     UNSEEN_LANGS,
     chunk_words,
@@ -85,7 +86,7 @@ def test_missing_language_file_names_the_folder(text_dir):
         udhr_prompts("xx", text_dir=text_dir)
 
 
-@pytest.mark.parametrize("lang", SEEN_LANGS + UNSEEN_LANGS)
+@pytest.mark.parametrize("lang", SEEN_LANGS + UNSEEN_LANGS + NEW_LANGS)
 def test_every_corpus_language_has_disjoint_udhr_splits(shared_data, lang):
     splits = udhr_prompts(lang, text_dir=shared_data / "udhr2")
     assert len(splits["train"]) > 100 and len(splits["test"]) >= 10 and len(splits["dev"]) >= 10
@@ -111,3 +112,19 @@ def test_load_text_splits_gives_exact_counts_and_honest_sources(shared_data, lan
 def test_ngram_overlap():
     assert ngram_overlap(["a b c d e"], ["x a b c d y"]) == 0.5
     assert ngram_overlap(["a b"], ["a b c d"]) == 0.0
+
+
+@pytest.mark.parametrize("lang", NEW_LANGS)
+def test_new_languages_have_a_voice_a_g2p_and_cyrillic_text(shared_data, lang):
+    from speechfm.data.corpora.tts import ESPEAK_VOICES
+    from speechfm.text.ipa import phonemize
+
+    ts = load_text_splits(lang, {"train": 50, "dev": 5, "test": 5}, text_dir=shared_data / "udhr2",
+                          seed=0)
+    texts = ts.texts("train")
+    assert lang in ESPEAK_VOICES
+    # Cyrillic script, no Latin letters leaking in from another language's text
+    assert all(not any("a" <= ch <= "z" for ch in t) for t in texts)
+    assert sum(any("\u0400" <= ch <= "\u04ff" for ch in t) for t in texts) == len(texts)
+    ipa = phonemize(texts[:3], lang)
+    assert len(ipa) == 3 and all(p.strip() for p in ipa)
