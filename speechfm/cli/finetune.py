@@ -78,6 +78,9 @@ def register(subparsers) -> None:
     budget.add_argument("--max-duration", type=float, default=30.0,
                         help="longer utterances are reported and left out (s)")
     budget.add_argument("--seed", type=int, default=42, help="seed of the split and the training")
+    budget.add_argument("--from-scratch", action="store_true",
+                        help="the control run: the base's architecture with fresh weights "
+                             "(only its feature normalisation is kept), trained the same way")
     run = p.add_argument_group("running")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run in --out (finished stages are skipped)")

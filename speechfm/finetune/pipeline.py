@@ -434,6 +434,8 @@ def _train_config(options: FinetuneOptions, plan: Plan, base: BaseInfo, init: Pa
         if model.get("second_encoder") is not None:
             overrides["second_encoder"] = model["second_encoder"]
             prefixes.append("second_encoder.")
+        if options.from_scratch:  # the architecture and feature normalisation only
+            prefixes = [p + "cmvn." for p in prefixes]
         return dict(common, model_size="transducer_small", init_prefixes=prefixes,
                     model={**overrides, "ctc_head": False, "encoder": encoder},
                     transducer_loss={"warm_steps": max(1, t["max_steps"] // 5), "ctc_scale": 0.0})
@@ -441,7 +443,9 @@ def _train_config(options: FinetuneOptions, plan: Plan, base: BaseInfo, init: Pa
     if plan.recipe == "whistle":
         return dict(common, model_size="whistle_small", head_from_init=True,
                     model={**head, "encoder": encoder})
-    return dict(common, model_size="ctc_small", init_prefixes=["encoder."],
+    # --from-scratch: the same architecture and feature normalisation, no trained weights
+    return dict(common, model_size="ctc_small",
+                init_prefixes=["encoder.cmvn." if options.from_scratch else "encoder."],
                 model={**head, "encoder": encoder}, adapter=plan.adapter)
 
 

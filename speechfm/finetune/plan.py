@@ -167,6 +167,9 @@ class FinetuneOptions:
     min_duration: float = 0.1
     max_duration: float = 30.0
     seed: int = 42
+    from_scratch: bool = False
+    """The control run: the base's architecture (and its feature normalisation statistics)
+    with fresh weights, trained the same way: what the base's pretraining is worth."""
     threads: int = 0
     num_workers: int = 1
     nj: int = 2
@@ -198,6 +201,12 @@ class FinetuneOptions:
             raise DataError(f"--freeze-encoder-steps must be >= 0, got {self.freeze_encoder_steps}")
         if self.max_steps is not None and self.epochs is not None:
             raise DataError("give --max-steps or --epochs, not both")
+        if self.from_scratch and self.unlabelled:
+            raise DataError("--from-scratch trains fresh weights; --unlabelled continues the "
+                            "base's pretraining: give one of them")
+        if self.from_scratch and self.method not in ("auto", "full"):
+            raise DataError(f"--from-scratch trains the whole model; --method {self.method} "
+                            "adapts the base's trained weights")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -408,10 +417,17 @@ def make_plan(options: FinetuneOptions, base: BaseInfo, *, labelled_hours: float
     rules = RULES[tier]
     choices = [Choice("data", f"{labelled_hours:.3f} h labelled", f"tier {rules.label}: the "
                       "defaults below follow from it")]
-    method, why = choose_method(base, o.method, coverage)
+    method, why = choose_method(base, "full" if o.from_scratch else o.method, coverage)
+    if o.from_scratch:
+        why = "--from-scratch: the whole model trains, from fresh weights"
     recipe, what = RECIPES[(base.kind, method)]
     choices += [Choice("base", base.describe(), str(base.path)),
                 Choice("method", method, why), Choice("recipe", f"recipes/{recipe}", what)]
+    if o.from_scratch:
+        choices.append(Choice("initialisation", "fresh weights in the base's architecture "
+                              "(only its feature normalisation statistics are copied)",
+                              "--from-scratch: the control that shows what the base's "
+                              "pretraining is worth"))
     tok, vocab, why = choose_tokenizer(base, method, recipe, tier, o.tokenizer, o.vocab_size)
     tok_value = {"base": f"the base's {base.tokenizer_kind}", "bpe": f"bpe {vocab}"}.get(tok, tok)
     choices.append(Choice("tokenizer", tok_value, why))
@@ -466,6 +482,8 @@ def make_plan(options: FinetuneOptions, base: BaseInfo, *, labelled_hours: float
     choices.append(Choice("SpecAugment", "on" if specaug else "off", why))
     if o.freeze_encoder_steps is not None:
         freeze, why = o.freeze_encoder_steps, "--freeze-encoder-steps"
+    elif o.from_scratch:
+        freeze, why = 0, "--from-scratch: no pretrained encoder to protect from a random head"
     elif method == "full":
         freeze = round(rules.freeze_fraction * steps)
         why = (f"tier {rules.label}: {100 * rules.freeze_fraction:.0f} % of the updates train "

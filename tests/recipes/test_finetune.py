@@ -240,3 +240,27 @@ def test_ctc_recipe_adapter_needs_an_encoder_to_adapt(recipe, setup):
     with pytest.raises(ValueError, match="points must be"):
         config_from_dict(mod.CtcConfig, bad).validate()
     config_from_dict(mod.CtcConfig, dict(settings, init_from=str(setup["ctc"]))).validate()
+
+
+def test_from_scratch_keeps_the_architecture_and_normalisation_only(setup, tmp_path):
+    """The control run: fresh weights (an lr too small to move them keeps them visibly not
+    the base's), the base's CMVN statistics, no frozen-encoder start, and it says so."""
+    exp = tmp_path / "exp"
+    lines: list[str] = []
+    final = _run(lines, base=str(setup["ctc"]), data=str(setup["kaldi"]), out=str(exp),
+                 from_scratch=True, lr=1e-12, max_steps=1)
+    base, ours = _weights(setup["ctc"]), _weights(final)
+    cmvn = [k for k in base if k.startswith("encoder.cmvn.")]
+    weights = [k for k in base if k.startswith("encoder.conformer.") and k.endswith(".weight")
+               and base[k].dim() > 1]
+    assert cmvn and all(torch.equal(base[k], ours[k]) for k in cmvn)
+    assert weights and all(base[k].shape == ours[k].shape for k in weights)
+    assert not any(torch.allclose(base[k], ours[k], atol=1e-4) for k in weights)
+    plan = json.loads((exp / "plan.json").read_text())
+    assert plan["train"]["freeze_encoder_steps"] == 0 and plan["method"] == "full"
+    text = (exp / "RESULTS.md").read_text()
+    assert "| initialisation | fresh weights in the base's architecture" in text
+    for bad in (dict(unlabelled=str(setup["kaldi"])), dict(method="adapter")):
+        with pytest.raises(DataError, match="--from-scratch"):
+            _run(base=str(setup["ctc"]), data=str(setup["kaldi"]), out=str(tmp_path / "x"),
+                 from_scratch=True, **bad)
