@@ -51,6 +51,7 @@ are cut at pauses into pieces and stitched, with memory bounded whatever the len
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -875,9 +876,25 @@ class SpeechModel:
             self.__dict__["_lm_tokenizer"] = found
         return self.__dict__["_lm_tokenizer"]
 
+    @property
+    def framing(self) -> dict[str, str]:
+        """The prompt framing a speech LM was trained with: ``{"prompt_before",
+        "prompt_after", ...}`` from its directory's ``inserter.json`` (written by
+        recipes/inserter), or ``{}`` when it has none."""
+        if "_framing" not in self.__dict__:
+            found: dict[str, str] = {}
+            file = Path(self.path) / "inserter.json" if self.path is not None else None
+            if file is not None and file.is_file():
+                try:
+                    found = dict(json.loads(file.read_text(encoding="utf-8")).get("framing") or {})
+                except (ValueError, AttributeError) as e:
+                    raise SpeechfmError(f"{file}: not a valid inserter.json ({e})") from e
+            self.__dict__["_framing"] = found
+        return self.__dict__["_framing"]
+
     def respond(self, audio: AudioInput | None = None, *, text: str | None = None,
-                prompt_before: str = "", prompt_after: str = "", sample_rate: int | None = None,
-                max_new_tokens: int = 64) -> str:
+                prompt_before: str | None = None, prompt_after: str | None = None,
+                sample_rate: int | None = None, max_new_tokens: int = 64) -> str:
         """A speech LM's greedy answer to one spoken (``audio``) or written (``text``)
         input, framed as in training (:mod:`speechfm.models.speech_lm.prompt`)::
 
@@ -887,7 +904,8 @@ class SpeechModel:
             audio: one input as for :meth:`transcribe` (path, array with ``sample_rate``,
                 or ``(samples, rate)``).
             text: a text input instead of audio (the text condition of an instruction).
-            prompt_before, prompt_after: the instruction framing around the input.
+            prompt_before, prompt_after: the instruction framing around the input; None:
+                the framing the model was trained with (:attr:`framing`; "" without one).
             sample_rate: rate in Hz of an array ``audio`` given without its own.
             max_new_tokens: the longest answer in tokens.
 
@@ -908,8 +926,8 @@ class SpeechModel:
             max_new_tokens=max_new_tokens)[0]
 
     def respond_batch(self, audio: Sequence[AudioInput] | None = None, *,
-                      texts: Sequence[str] | None = None, prompt_before: str = "",
-                      prompt_after: str = "", sample_rate: int | None = None,
+                      texts: Sequence[str] | None = None, prompt_before: str | None = None,
+                      prompt_after: str | None = None, sample_rate: int | None = None,
                       max_new_tokens: int = 64, batch_size: int = 8) -> list[str]:
         """:meth:`respond` for a list of audio inputs or of ``texts`` (one prompt framing for
         all), generated in batches (left-padded; an answer does not depend on its batch).
@@ -929,6 +947,10 @@ class SpeechModel:
             raise ValueError("respond_batch takes audio inputs or texts=, one of them")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if prompt_before is None:
+            prompt_before = self.framing.get("prompt_before", "")
+        if prompt_after is None:
+            prompt_after = self.framing.get("prompt_after", "")
         frame = partial(prompt_segments, tok, prompt_before=prompt_before,
                         prompt_after=prompt_after)
         generate = partial(self.module.generate, max_new_tokens=max_new_tokens,

@@ -152,3 +152,32 @@ def test_speech_lm_embeds_like_every_family(plugged):
     with torch.no_grad():
         out, _ = model.encoder(feats, lens)
     torch.testing.assert_close(last, out[0])
+
+
+def test_respond_uses_the_trained_framing_by_default_and_reads_a_file(plugged, tmp_path):
+    """A model directory with inserter.json answers with its training framing when no
+    prompt is given (an explicit prompt still wins); a TTS-style file path works as input."""
+    import json
+    import shutil
+
+    import soundfile as sf
+
+    loaded, model, tok, _ = plugged
+    framed = tmp_path / "framed"
+    shutil.copytree(loaded.path, framed)
+    (framed / "inserter.json").write_text(json.dumps(
+        {"framing": {"prompt_before": BEFORE, "prompt_after": AFTER}}))
+    wav = _audio(0.6)
+    sf.write(tmp_path / "spoken.wav", wav, SR)
+    expected, _ = _reference(model, tok, wav=wav)
+    again = speechfm.load(framed)
+    assert again.framing["prompt_before"] == BEFORE
+    assert again.respond(str(tmp_path / "spoken.wav"), max_new_tokens=12) == expected
+    assert again.respond(text="Hello", max_new_tokens=12) == _reference(model, tok, text="Hello")[0]
+    # no inserter.json: no framing (empty prompts), unless given
+    assert loaded.framing == {}
+    assert loaded.respond(wav, sample_rate=SR, max_new_tokens=12) == \
+        loaded.respond(wav, sample_rate=SR, prompt_before="", prompt_after="", max_new_tokens=12)
+    (framed / "inserter.json").write_text("[1, 2]")
+    with pytest.raises(SpeechfmError, match="inserter.json"):
+        speechfm.load(framed).respond(text="Hello")
