@@ -1037,6 +1037,7 @@ class AudioStream:
         """Samples accepted so far, at the model's rate."""
         self.finished = False
         """True after :meth:`finalize`."""
+        self._text: tuple[list[int], str] | None = None  # the last tokens decoded, and text
 
     @property
     def num_frames(self) -> int:
@@ -1046,15 +1047,21 @@ class AudioStream:
     @property
     def text(self) -> str:
         """The text recognised so far."""
-        return self._model.tokenizer.decode(self._stream.result().tokens)
+        tokens = self._stream.result().tokens
+        if self._text is None or self._text[0] != tokens:  # most pieces add no token
+            self._text = (tokens, self._model.tokenizer.decode(tokens))
+        return self._text[1]
 
-    def _feed(self, x: np.ndarray) -> None:
+    def _feed(self, x: np.ndarray, *, flush: bool = False) -> None:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.size:
             self._fbank.accept_waveform(float(self._model.sample_rate), x)
             self.num_samples += x.size
         ready = self._fbank.num_frames_ready
-        if ready > self._frames_used:
+        new = ready - self._frames_used
+        # The search advances a whole chunk at a time: frames stay in the extractor until
+        # they complete one (or the audio ends), which saves the stream a call per piece.
+        if new > 0 and (flush or new >= self._stream.frames_to_next_chunk):
             frames = np.stack([self._fbank.get_frame(i) for i in range(self._frames_used, ready)])
             self._stream.accept_features(torch.from_numpy(frames))
             self._frames_used = ready
@@ -1109,7 +1116,7 @@ class AudioStream:
             if self._resampler is not None:
                 self._feed(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
             self._fbank.input_finished()
-            self._feed(np.zeros(0, np.float32))
+            self._feed(np.zeros(0, np.float32), flush=True)
             hyp = self._stream.finalize()
             self.finished = True
             self._hyp = as_ctc_hypothesis(hyp)

@@ -94,8 +94,7 @@ def _check_enc(model: TransducerModel, enc: torch.Tensor, enc_lens: torch.Tensor
 
 def _predict(model: TransducerModel, contexts: torch.Tensor) -> torch.Tensor:
     """(H, context_size) token contexts -> (H, J) projected predictor outputs."""
-    dec = model.predictor(contexts, need_pad=False)[:, 0]
-    return model.joiner.decoder_proj(dec)
+    return model.joiner.decoder_proj(model.predictor.step(contexts))
 
 
 def _joint_log_probs(model: TransducerModel, am: torch.Tensor, lm: torch.Tensor) -> torch.Tensor:
@@ -107,7 +106,13 @@ def _joint_log_probs(model: TransducerModel, am: torch.Tensor, lm: torch.Tensor)
 
 
 class _GreedyDecoder:
-    """Greedy search state of N streams, advanced a block of frames at a time."""
+    """Greedy search state of N streams, advanced a block of frames at a time.
+
+    The bookkeeping (scores, emitted tokens, which streams are still on a frame) is plain
+    Python: one small tensor-to-list transfer per joiner call instead of many tiny tensor
+    operations. Streams still on a frame share one joiner call, and the ones that emitted
+    one predictor call.
+    """
 
     def __init__(
         self, model: TransducerModel, batch_size: int, max_sym_per_frame: int, device: torch.device
@@ -115,52 +120,67 @@ class _GreedyDecoder:
         self.model = model
         self.blank = model.blank_id
         self.max_sym = max_sym_per_frame
+        self.device = device
         c = model.predictor.context_size
         self.context = torch.full((batch_size, c), self.blank, dtype=torch.int64, device=device)
         self.lm = _predict(model, self.context)  # (N, J)
         self.tokens: list[list[int]] = [[] for _ in range(batch_size)]
         self.frames: list[list[int]] = [[] for _ in range(batch_size)]
         self.token_lps: list[list[float]] = [[] for _ in range(batch_size)]
-        self.scores = torch.zeros(batch_size, dtype=torch.float64)
-        self.num_frames = torch.zeros(batch_size, dtype=torch.int64)  # frames consumed
+        self.scores = [0.0] * batch_size  # float64 sums of float32 log-probs
+        self.num_frames = [0] * batch_size  # frames consumed
+
+    def _index(self, positions: list[int]) -> torch.Tensor:
+        return torch.tensor(positions, dtype=torch.int64, device=self.device)
 
     def advance(self, am: torch.Tensor, lens: torch.Tensor) -> None:
         """Consume frames: am (N, t, J) projected encoder output, lens int64 CPU (N,)."""
-        base = self.num_frames.clone()
-        device = am.device
+        lens_list = lens.tolist()
+        n = len(lens_list)
         for i in range(am.shape[1]):
-            rows = torch.nonzero(lens > i).flatten()
-            if rows.numel() == 0:
+            rows = [r for r in range(n) if lens_list[r] > i]
+            if not rows:
                 break
-            rows_dev = rows.to(device)
-            a = am[rows_dev, i]
+            if len(rows) == n:
+                a, lm = am[:, i], self.lm
+            else:
+                index = self._index(rows)
+                a, lm = am[index, i], self.lm[index]
             for _ in range(self.max_sym):
-                logp = _joint_log_probs(self.model, a, self.lm[rows_dev])
-                best_lp, best = logp.max(dim=-1)
-                self.scores[rows] += best_lp.double().cpu()
-                emit = (best != self.blank).cpu()
-                if not bool(emit.any()):
+                best_lp, best = _joint_log_probs(self.model, a, lm).max(dim=-1)
+                emitted = []  # positions in `rows` of the streams that emitted a token
+                for k, (r, tok, lp) in enumerate(
+                    zip(rows, best.tolist(), best_lp.tolist(), strict=True)
+                ):
+                    self.scores[r] += lp
+                    if tok != self.blank:
+                        emitted.append(k)
+                        self.tokens[r].append(tok)
+                        self.frames[r].append(self.num_frames[r] + i)
+                        self.token_lps[r].append(lp)
+                if not emitted:
                     break
-                rows, rows_dev = rows[emit], rows_dev[emit.to(device)]
-                toks = best[emit.to(device)]
-                lps = best_lp[emit.to(device)].tolist()
-                for r, tok, lp in zip(rows.tolist(), toks.tolist(), lps, strict=True):
-                    self.tokens[r].append(tok)
-                    self.frames[r].append(int(base[r]) + i)
-                    self.token_lps[r].append(float(lp))
-                self.context[rows_dev] = torch.cat(
-                    (self.context[rows_dev, 1:], toks.unsqueeze(1)), dim=1
-                )
-                self.lm[rows_dev] = _predict(self.model, self.context[rows_dev])
-                a = a[emit.to(device)]
-        self.num_frames += lens
+                if len(emitted) < len(rows):
+                    keep = self._index(emitted)
+                    rows = [rows[k] for k in emitted]
+                    a, best = a[keep], best[keep]
+                if len(rows) == n:
+                    self.context = torch.cat((self.context[:, 1:], best.unsqueeze(1)), dim=1)
+                    self.lm = lm = _predict(self.model, self.context)
+                else:
+                    index = self._index(rows)
+                    context = torch.cat((self.context[index, 1:], best.unsqueeze(1)), dim=1)
+                    self.context[index] = context
+                    lm = _predict(self.model, context)
+                    self.lm[index] = lm
+        for r in range(n):
+            self.num_frames[r] += lens_list[r]
 
     def hypotheses(self) -> list[TransducerHypothesis]:
         return [
-            TransducerHypothesis(tokens=list(t), frames=list(f), score=float(s),
-                                 token_log_probs=list(p))
-            for t, f, s, p in zip(self.tokens, self.frames, self.scores.tolist(),
-                                  self.token_lps, strict=True)
+            TransducerHypothesis(tokens=list(t), frames=list(f), score=s, token_log_probs=list(p))
+            for t, f, s, p in zip(self.tokens, self.frames, self.scores, self.token_lps,
+                                  strict=True)
         ]
 
 
@@ -450,6 +470,13 @@ class TransducerStream:
     def num_frames(self) -> int:
         """Encoder frames decoded so far."""
         return int(self._decoder.num_frames[0])
+
+    @property
+    def frames_to_next_chunk(self) -> int:
+        """Feature frames still needed before the next chunk is decoded: :meth:`accept_features`
+        on fewer only buffers them, so a caller may hold frames back until then (the result
+        does not depend on how the frames are grouped)."""
+        return self.model.encoder.frames_to_next_chunk(self._state)
 
     def _decode(self, out: torch.Tensor, out_lens: torch.Tensor) -> None:
         if out.shape[1]:

@@ -111,7 +111,12 @@ class MultiHeadSelfAttention(nn.Module):
         return x.view(n, t, self.num_heads, self.head_dim).transpose(1, 2)
 
     def position_bias(
-        self, q: torch.Tensor, k_len: int, attn_mask: torch.Tensor | None = None
+        self,
+        q: torch.Tensor,
+        k_len: int,
+        attn_mask: torch.Tensor | None = None,
+        *,
+        memo: dict | None = None,
     ) -> torch.Tensor | None:
         """Additive positional scores (N, H, Tq, Tk), already scaled by 1/sqrt(d), or None.
 
@@ -123,24 +128,42 @@ class MultiHeadSelfAttention(nn.Module):
         The scale is applied to the small positional table, not to the (N, H, Tq, Tk)
         result, and for ``relative_key`` the mask rides in the gather (hidden keys index an
         extra ``-inf`` column), so the (N, H, Tq, Tk) tensor is written exactly once.
+
+        ``memo``: a dict in which the part that depends only on (Tq, Tk) and the weights --
+        the projected sinusoids of ``rel_pos``, the distance indices of ``relative_key`` --
+        is kept for later calls with the same lengths (streaming: every whole chunk has the
+        same); it holds a few lengths at a time.  For inference: it is ignored while
+        autograd records, and must not outlive a change of the weights (streaming states
+        hold one per layer, see
+        :meth:`~speechfm.models.conformer.ConformerEncoder.init_streaming_state`).
         """
         n, h, q_len, d = q.shape
         scale = 1.0 / math.sqrt(d)
+        if memo is not None and torch.is_grad_enabled():
+            memo = None  # a remembered table would carry no gradient
+        key = (q_len, k_len, q.dtype, q.device)
+        hit = memo.get(key) if memo is not None else None
         if self.pos_type == "rel_pos":
-            pos = sinusoidal_embedding(
-                relative_positions(q_len, k_len, q.device), self.dim, dtype=_table_dtype(q)
-            )
-            p = self.linear_pos(pos.to(self.linear_pos.weight.dtype))
-            p = p.view(-1, h, d).transpose(0, 1).to(q.dtype) * scale  # (H, P, d)
+            p = hit
+            if p is None:
+                pos = sinusoidal_embedding(
+                    relative_positions(q_len, k_len, q.device), self.dim, dtype=_table_dtype(q)
+                )
+                p = self.linear_pos(pos.to(self.linear_pos.weight.dtype))
+                p = p.view(-1, h, d).transpose(0, 1).to(q.dtype) * scale  # (H, P, d)
+                _remember(memo, key, p)
             scores = torch.matmul(q + self.pos_bias_v.to(q.dtype).unsqueeze(1), p.transpose(1, 2))
             bias = rel_shift(scores, k_len)
             if attn_mask is not None:
                 return bias.masked_fill(~attn_mask, float("-inf"))
             return bias
         if self.pos_type == "relative_key":
-            idx = clipped_distance_index(
-                q_len, k_len, self.rel_left_max, self.rel_right_max, q.device
-            )
+            idx = hit
+            if idx is None:
+                idx = clipped_distance_index(
+                    q_len, k_len, self.rel_left_max, self.rel_right_max, q.device
+                )
+                _remember(memo, key, idx)
             table = self.distance_embedding.weight.to(q.dtype) * scale  # (P, d)
             scores = torch.matmul(q, table.t())  # (N, H, Tq, P)
             if attn_mask is not None:
@@ -160,6 +183,7 @@ class MultiHeadSelfAttention(nn.Module):
         pos_offset: int = 0,
         adapters: AdapterSlots | None = None,
         ctx: AdapterContext | None = None,
+        pos_memo: dict | None = None,
     ) -> tuple[torch.Tensor, KVCache]:
         """Attend.
 
@@ -174,6 +198,8 @@ class MultiHeadSelfAttention(nn.Module):
             adapters: slots offering ``attn_q``/``attn_k``/``attn_v``/``attn_out`` and
                 ``prefix`` (learned key/value prefixes).
             ctx: which adapters are active.
+            pos_memo: a memo of the positional table for :meth:`position_bias` (streaming
+                keeps one per layer), or None.
 
         Returns:
             out: (N, T, C).
@@ -199,7 +225,7 @@ class MultiHeadSelfAttention(nn.Module):
         k_len = k.shape[2]
         new_cache = (k, v)
 
-        bias = self.position_bias(q, k_len, attn_mask)
+        bias = self.position_bias(q, k_len, attn_mask, memo=pos_memo)
         if self.pos_type == "rel_pos":
             q = q + self.pos_bias_u.to(q.dtype).unsqueeze(1)
         prefix = adapters.kv_prefix(ctx) if adapters is not None else None
@@ -225,6 +251,17 @@ class MultiHeadSelfAttention(nn.Module):
         if adapters is not None:
             y = adapters.add_from_input("attn_out", out, y, ctx)
         return y, new_cache
+
+
+_MEMO_SIZE = 16  # lengths a positional memo holds: a whole chunk's and the partial last ones
+
+
+def _remember(memo: dict | None, key: tuple, value: torch.Tensor) -> None:
+    """Add ``value`` to a positional memo (None: no memo), emptying a full one first."""
+    if memo is not None:
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()  # (not LRU eviction: clear() is atomic for threads sharing it)
+        memo[key] = value
 
 
 def _biased_attention(

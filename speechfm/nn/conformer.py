@@ -39,7 +39,8 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear2(self.dropout(F.silu(self.linear1(x))))
+        h = F.silu(self.linear1(x))
+        return self.linear2(self.dropout(h) if self.training else h)  # eval: skip the call
 
 
 class ConvModule(nn.Module):
@@ -204,11 +205,15 @@ class ConformerBlock(nn.Module):
         conv_cache: torch.Tensor | None,
         pos_offset: int,
         scale: float,
+        pos_memo: dict | None = None,
     ) -> tuple[torch.Tensor, KVCache, torch.Tensor | None]:
         slots = self.adapters
+        # Dropout is the identity in eval: skip its module calls there (streaming runs
+        # this once per chunk, where per-call overheads count).
+        drop = self.dropout if self.training else _identity
         x_in = x
         h = slots.residual("after_ffn1", self.ffn1(self.ffn1_norm(x)), ctx)
-        x = torch.add(x, self.dropout(h), alpha=0.5 * scale)
+        x = torch.add(x, drop(h), alpha=0.5 * scale)
         h, kv = self.attn(
             self.attn_norm(x),
             attn_mask,
@@ -216,12 +221,13 @@ class ConformerBlock(nn.Module):
             pos_offset=pos_offset,
             adapters=slots,
             ctx=ctx,
+            pos_memo=pos_memo,
         )
-        x = torch.add(x, self.dropout(slots.residual("after_attn", h, ctx)), alpha=scale)
+        x = torch.add(x, drop(slots.residual("after_attn", h, ctx)), alpha=scale)
         h, conv_cache = self.conv(self.conv_norm(x), valid, conv_cache)
-        x = torch.add(x, self.dropout(slots.residual("after_conv", h, ctx)), alpha=scale)
+        x = torch.add(x, drop(slots.residual("after_conv", h, ctx)), alpha=scale)
         h = slots.residual("after_ffn2", self.ffn2(self.ffn2_norm(x)), ctx)
-        x = torch.add(x, self.dropout(h), alpha=0.5 * scale)
+        x = torch.add(x, drop(h), alpha=0.5 * scale)
         x = self.final_norm(x)
         x = slots.add_from_input("parallel", x_in, x, ctx)
         x = slots.residual("after_block", x, ctx)
@@ -271,6 +277,8 @@ class ConformerBlock(nn.Module):
         conv_cache: torch.Tensor,
         pos_offset: int,
         ctx: AdapterContext | None = None,
+        *,
+        pos_memo: dict | None = None,
     ) -> tuple[torch.Tensor, KVCache, torch.Tensor]:
         """Process one chunk given the caches of everything before it (eval mode).
 
@@ -281,6 +289,8 @@ class ConformerBlock(nn.Module):
             attn_cache: (keys, values), each (N, H, Tc, d).
             conv_cache: (N, C, kernel - 1).
             pos_offset: absolute frame index of ``x[:, 0]``.
+            pos_memo: a memo of the attention's positional tables (see
+                :meth:`MultiHeadSelfAttention.position_bias`), or None.
 
         Returns:
             y: (N, t, C).
@@ -292,9 +302,13 @@ class ConformerBlock(nn.Module):
         if not self.conv.causal:
             raise ValueError("streaming needs a causal convolution module (conv_causal=True)")
         y, kv, conv_cache = self._body(
-            x, attn_mask, valid, ctx, attn_cache, conv_cache, pos_offset, 1.0
+            x, attn_mask, valid, ctx, attn_cache, conv_cache, pos_offset, 1.0, pos_memo
         )
         return y, kv, conv_cache
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def _prepend(

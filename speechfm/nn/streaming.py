@@ -2,15 +2,17 @@
 
 Streaming happens at two levels:
 
-1. The front end: raw feature frames arrive in chunks of any size.  A streamable front end
+1. The front end: raw feature frames arrive in pieces of any size.  A streamable front end
    (no padding in time) computes output frame ``t`` from raw frames
-   ``[t * stride, t * stride + receptive_field)``; :func:`front_end_step` keeps the raw
-   frames not yet fully consumed and emits exactly the output frames a full-utterance pass
-   would produce.
-2. The blocks: front-end outputs are grouped into chunks of ``chunk_size`` frames; each
-   chunk attends to itself and to a key/value cache of the last ``left_context`` frames
-   per layer, and its causal convolutions continue from a cache of ``kernel - 1`` frames.
-   This equals the full-utterance forward with the matching chunked attention mask.
+   ``[t * stride, t * stride + receptive_field)``, so the raw frames are buffered until
+   they hold the next whole chunk's outputs, and the front end then runs on exactly those
+   ``(chunk_size - 1) * stride + receptive_field`` frames (:func:`chunk_frames`), as the
+   ONNX streaming export does: the computation does not depend on how the frames were
+   split into calls. :func:`front_end_step` flushes what is left at the end of a stream.
+2. The blocks: each chunk of ``chunk_size`` front-end outputs attends to itself and to a
+   key/value cache of the last ``left_context`` frames per layer, and its causal
+   convolutions continue from a cache of ``kernel - 1`` frames.  This equals the
+   full-utterance forward with the matching chunked attention mask.
 
 Streams in a batch advance in lockstep: every call but the last carries the same number of
 frames for all streams; the last (``final=True``) may end each stream at its own length.
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["StreamingState", "front_end_step", "trim_kv_cache"]
+__all__ = ["StreamingState", "chunk_frames", "front_end_step", "trim_kv_cache"]
 
 
 @dataclass
@@ -36,9 +38,17 @@ class StreamingState:
         attn_caches: per layer (keys, values), each (N, H, Tc, d).
         conv_caches: per layer (N, C, kernel - 1) GLU outputs of the last frames.
         processed: frames (after subsampling) already through the blocks.
-        raw_buffer: (N, t, F) raw frames the front end has not fully consumed, or None.
-        pending: (N, t, C) front-end outputs waiting to fill a chunk, or None.
+        raw_buffer: (N, t, F) raw frames not yet through the front end (the start of the
+            next chunk's), or None.
         finished: True after the final call.
+        pos_memos: per layer, a memo of the attention's positional tables by query and
+            key lengths (see
+            :meth:`~speechfm.nn.attention.MultiHeadSelfAttention.position_bias`): every
+            whole chunk has the same lengths, so its table is computed once. The encoder
+            shares them between its streams while its attention weights are unchanged.
+
+    Like the caches, the memos hold values computed from the model's weights: a state
+    belongs to the weights it started with.
     """
 
     chunk_size: int
@@ -47,8 +57,8 @@ class StreamingState:
     conv_caches: list[torch.Tensor] = field(default_factory=list)
     processed: int = 0
     raw_buffer: torch.Tensor | None = None
-    pending: torch.Tensor | None = None
     finished: bool = False
+    pos_memos: list[dict] = field(default_factory=list)
 
 
 def trim_kv_cache(
@@ -107,3 +117,16 @@ def front_end_step(
     y, _ = front_end(frames[:, :used], lens)
     y_lens = torch.full((n,), count, dtype=torch.int64, device=x.device)
     return y[:, :count], y_lens, frames[:, count * stride :]
+
+
+def chunk_frames(front_end: nn.Module, chunk_size: int) -> tuple[int, int]:
+    """Raw frames per chunk of a streamable front end: ``(window, shift)``.
+
+    The ``chunk_size`` outputs of a chunk read ``window = (chunk_size - 1) * stride +
+    receptive_field`` raw frames, and the next chunk starts ``shift = chunk_size * stride``
+    frames later (the windows overlap by ``receptive_field - stride`` frames).
+    """
+    if not getattr(front_end, "streamable", False):
+        raise ValueError(f"{type(front_end).__name__} pads in time and cannot stream exactly")
+    stride = int(front_end.time_stride)
+    return (chunk_size - 1) * stride + int(front_end.receptive_field), chunk_size * stride

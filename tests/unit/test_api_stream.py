@@ -128,6 +128,31 @@ def test_stream_in_random_pieces_equals_chunked_offline_decoding(model, text):
     assert all(final.startswith(p.strip()) for p in partials if p.strip())
 
 
+def test_stream_decodes_each_chunk_as_soon_as_its_audio_is_in(model):
+    """The audio stream holds feature frames back until they complete a chunk: nothing is
+    decoded later, or differently, than with every frame passed on at once."""
+    import kaldi_native_fbank as knf
+
+    audio = synth(TEXTS[1], seed=6)
+    stream = model.stream(chunk_size=CHUNK)
+    fbank = knf.OnlineFbank(model.module.encoder.fbank.config.to_knf())
+    eager = model.module.stream(chunk_size=CHUNK)
+    rng = np.random.default_rng(3)
+    pos, used = 0, 0
+    while pos < audio.shape[0]:
+        # 10 ms pieces (a frame each) first, so that some piece exactly completes a chunk
+        size = 160 if pos < audio.shape[0] // 2 else int(rng.integers(0, 2400))
+        piece = audio[pos : pos + size]
+        text = stream.accept_waveform(piece, SR)
+        fbank.accept_waveform(float(SR), piece)
+        ready = fbank.num_frames_ready
+        frames = [fbank.get_frame(i) for i in range(used, ready)]
+        eager.accept_features(torch.from_numpy(np.array(frames, np.float32).reshape(-1, 40)))
+        used, pos = ready, pos + piece.shape[0]
+        assert stream.num_frames == eager.num_frames
+        assert text == model.tokenizer.decode(eager.result().tokens)
+
+
 def test_stream_resamples_pcm_pieces_and_gives_timestamps(model):
     import soxr
 

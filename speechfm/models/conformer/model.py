@@ -19,7 +19,7 @@ from speechfm.nn.masks import (
     sample_dynamic_chunk,
 )
 from speechfm.nn.positional import sinusoidal_embedding
-from speechfm.nn.streaming import StreamingState, front_end_step, trim_kv_cache
+from speechfm.nn.streaming import StreamingState, chunk_frames, front_end_step, trim_kv_cache
 
 __all__ = ["ConformerEncoder"]
 
@@ -85,6 +85,7 @@ class ConformerEncoder(AdapterHost, nn.Module):
         self.dynamic_left_context = dynamic_left_context
         self.gradient_checkpointing = gradient_checkpointing
         self.length_adapter = length_adapter
+        self._pos_memos: tuple[tuple, list[dict]] | None = None  # see _shared_pos_memos
 
     @property
     def num_layers(self) -> int:
@@ -245,7 +246,8 @@ class ConformerEncoder(AdapterHost, nn.Module):
         left = self.left_context if left_context is None else left_context
         if chunk <= 0:
             raise ValueError(f"streaming needs a positive chunk_size, got {chunk}")
-        state = StreamingState(chunk_size=chunk, left_context=left)
+        state = StreamingState(chunk_size=chunk, left_context=left,
+                               pos_memos=self._shared_pos_memos())
         for block in self.blocks:
             if not block.conv.causal:
                 raise ValueError("streaming needs causal convolutions (conv_causal=True)")
@@ -258,6 +260,22 @@ class ConformerEncoder(AdapterHost, nn.Module):
                 torch.zeros(batch_size, self.dim, block.conv.kernel - 1, device=device, dtype=dtype)
             )
         return state
+
+    def _shared_pos_memos(self) -> list[dict]:
+        """Per-layer memos of the attention's positional tables for new streaming states.
+
+        The tables depend on the lengths and the attention weights only, so the streams of
+        one encoder share the memos (each table is computed once, not once per stream) for
+        as long as those weights are the ones they were computed from: any change to them
+        (an optimiser step, ``load_state_dict``, new storage) starts fresh memos.
+        """
+        params = [p for block in self.blocks for p in block.attn.parameters()]
+        if any(p.is_inference() for p in params):  # no version counter to watch
+            return [{} for _ in self.blocks]
+        weights = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        if self._pos_memos is None or self._pos_memos[0] != weights:
+            self._pos_memos = (weights, [{} for _ in self.blocks])
+        return self._pos_memos[1]
 
     @torch.no_grad()
     def forward_chunk(
@@ -293,15 +311,19 @@ class ConformerEncoder(AdapterHost, nn.Module):
         if valid is not None:
             x = x.masked_fill(~valid.unsqueeze(-1), 0.0)
         cached = state.attn_caches[0][0].shape[2] if state.attn_caches else 0
-        cache_valid = torch.arange(offset - cached, offset, device=x.device) >= 0
-        chunk_valid = (
-            valid if valid is not None else torch.ones(n, t, dtype=torch.bool, device=x.device)
-        )
-        key_valid = torch.cat((cache_valid.unsqueeze(0).expand(n, -1), chunk_valid), dim=1)
-        mask = attention_mask(key_valid, None)
+        mask = None  # every cached and chunk frame real: nothing to mask
+        if valid is not None or offset < cached:
+            cache_valid = torch.arange(offset - cached, offset, device=x.device) >= 0
+            chunk_valid = (
+                valid if valid is not None else torch.ones(n, t, dtype=torch.bool, device=x.device)
+            )
+            key_valid = torch.cat((cache_valid.unsqueeze(0).expand(n, -1), chunk_valid), dim=1)
+            mask = attention_mask(key_valid, None)
+        memos: list[dict | None] = list(state.pos_memos) or [None] * len(self.blocks)
         for i, block in enumerate(self.blocks):
             x, kv, conv_cache = block.streaming_step(
-                x, mask, valid, state.attn_caches[i], state.conv_caches[i], offset, ctx
+                x, mask, valid, state.attn_caches[i], state.conv_caches[i], offset, ctx,
+                pos_memo=memos[i],
             )
             state.attn_caches[i] = trim_kv_cache(kv, state.left_context)
             state.conv_caches[i] = conv_cache
@@ -311,6 +333,14 @@ class ConformerEncoder(AdapterHost, nn.Module):
             x = x.masked_fill(~valid.unsqueeze(-1), 0.0)
         state.processed += t
         return x, state
+
+    def frames_to_next_chunk(self, state: StreamingState) -> int:
+        """Raw feature frames :meth:`streaming_forward` still needs before it can output
+        the next chunk; feeding fewer only buffers them (and since the outputs do not depend
+        on how frames are split into calls, a caller may hold them back until then)."""
+        window, _ = chunk_frames(self.front_end, state.chunk_size)
+        have = 0 if state.raw_buffer is None else state.raw_buffer.shape[1]
+        return max(window - have, 0)
 
     @torch.no_grad()
     def streaming_forward(
@@ -325,10 +355,12 @@ class ConformerEncoder(AdapterHost, nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, StreamingState]:
         """Stream raw features: feed any number of frames, get every output now computable.
 
-        Outputs come a whole chunk at a time (a chunk attends to all of itself), so frames
-        are buffered until ``chunk_size`` outputs are available; ``final=True`` flushes.
-        The concatenated outputs equal ``forward(..., chunk_size, left_context)`` on the
-        whole utterance.
+        Outputs come a whole chunk at a time (a chunk attends to all of itself): raw frames
+        are buffered until they hold the next chunk's, then the front end and the blocks
+        run on that chunk (the front end on exactly the raw frames its outputs read, so the
+        result does not depend on how the frames were split into calls); ``final=True``
+        flushes. The concatenated outputs equal ``forward(..., chunk_size, left_context)``
+        on the whole utterance.
 
         Args:
             x: (N, t, F) new feature frames (t may be 0 or differ between calls).
@@ -344,39 +376,47 @@ class ConformerEncoder(AdapterHost, nn.Module):
         self._no_streaming()
         if state.finished:
             raise RuntimeError("this stream already received its final call")
-        n = x.shape[0]
-        if not final and x_lens is not None and bool((x_lens != x.shape[1]).any()):
+        n, t = x.shape[0], x.shape[1]
+        if not final and x_lens is not None and bool((x_lens != t).any()):
             raise ValueError("only the final call may carry fewer frames for some streams")
-        y, y_lens, state.raw_buffer = front_end_step(
-            self.front_end, state.raw_buffer, x, x_lens, final
-        )
-        pending = state.pending
-        prev = 0 if pending is None else pending.shape[1]
-        if y is not None:
-            pending = y if pending is None else torch.cat((pending, y.to(pending.dtype)), dim=1)
-        have = 0 if pending is None else pending.shape[1]
-        # Per-stream valid frames in `pending` (they differ only after the final call).
-        pend_lens = torch.full((n,), prev, dtype=torch.int64, device=x.device)
-        if y_lens is not None:
-            pend_lens = pend_lens + y_lens
         chunk = state.chunk_size
-        outs, out_lens = [], torch.zeros(n, dtype=torch.int64, device=x.device)
+        window, shift = chunk_frames(self.front_end, chunk)
+        buffer = state.raw_buffer
+        frames = x if buffer is None else torch.cat((buffer, x.to(buffer.dtype)), dim=1)
+        # Raw frames valid in every stream (only a final call's x_lens can make them differ).
+        ready = frames.shape[1]
+        if x_lens is not None and n:
+            ready -= t - int(x_lens.min())
+        outs = []
         start = 0
-        while have - start >= chunk or (final and have - start > 0):
-            piece = pending[:, start : start + chunk]
-            lens = None
-            if final:
-                lens = (pend_lens - start).clamp(0, piece.shape[1])
-            out, state = self.forward_chunk(
-                piece, state, lens, language=language, adapters=adapters
-            )
-            outs.append(out)
-            out_lens += piece.shape[1] if lens is None else lens
-            start += piece.shape[1]
-        state.pending = None if pending is None or start >= have else pending[:, start:]
+        if ready >= window:
+            lens = torch.full((n,), window, dtype=torch.int64, device=x.device)
+            while ready - start >= window:
+                y, _ = self.front_end(frames[:, start : start + window], lens)
+                out, state = self.forward_chunk(
+                    y[:, :chunk], state, language=language, adapters=adapters
+                )
+                outs.append(out)
+                start += shift
+        out_lens = torch.full((n,), len(outs) * chunk, dtype=torch.int64, device=x.device)
+        rest = frames[:, start:]
+        state.raw_buffer = rest
         if final:
+            # The last, partial chunk(s): the front end over everything left, per-stream
+            # lengths from the final call's x_lens.
+            rest_lens = None if x_lens is None else x_lens.to(torch.int64) - t + rest.shape[1]
+            y, y_lens, _ = front_end_step(self.front_end, None, rest, rest_lens, True)
+            if y is not None and y_lens is not None:
+                for done in range(0, y.shape[1], chunk):
+                    piece = y[:, done : done + chunk]
+                    lens = (y_lens - done).clamp(0, piece.shape[1])
+                    out, state = self.forward_chunk(
+                        piece, state, lens, language=language, adapters=adapters
+                    )
+                    outs.append(out)
+                    out_lens += lens
+            state.raw_buffer = None
             state.finished = True
         if outs:
             return torch.cat(outs, dim=1), out_lens, state
         return x.new_zeros(n, 0, self.dim), out_lens, state
-

@@ -367,6 +367,11 @@ class SpeechEncoder(nn.Module):
                              "(the statistics need the whole utterance)")
         return self.conformer.init_streaming_state(batch_size, **kwargs)
 
+    def frames_to_next_chunk(self, state) -> int:
+        """Feature frames :meth:`streaming_forward` still needs before its next chunk (see
+        :meth:`ConformerEncoder.frames_to_next_chunk`)."""
+        return self.conformer.frames_to_next_chunk(state)
+
     def streaming_forward(self, feats: torch.Tensor, state, x_lens: torch.Tensor | None = None,
                           **kwargs: Any):
         """The next (N, t, F) feature frames of N streams through the cached encoder.

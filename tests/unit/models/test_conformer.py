@@ -293,6 +293,47 @@ def test_streaming_equals_chunked_full_forward(pos_type, chunk, left):
         torch.testing.assert_close(streamed[n, :length], full[n, :length], atol=1e-5, rtol=0)
 
 
+def test_streamed_output_does_not_depend_on_the_piece_sizes():
+    """The front end runs on each chunk's own raw frames whatever the calls carried, so
+    any split of the input computes exactly the same (not merely close) outputs."""
+    enc = _encoder(pos_type="rel_pos", conv_causal=True)
+    x, x_lens = _batch()
+    runs = [_stream(enc, x, x_lens, 4, 8, sizes=sizes) for sizes in ([7, 3, 12, 1, 9], [1], [40])]
+    for out, lens in runs[1:]:
+        assert torch.equal(lens, runs[0][1])
+        assert torch.equal(out, runs[0][0])
+
+
+def test_frames_to_next_chunk_is_what_completes_a_chunk():
+    enc = _encoder(conv_causal=True)
+    x, _ = _batch(lens=(120,))
+    state = enc.init_streaming_state(1, chunk_size=3, left_context=6)
+    pos = 0
+    for _ in range(4):
+        need = enc.frames_to_next_chunk(state)
+        out, _, state = enc.streaming_forward(x[:, pos : pos + need - 1], state)
+        assert out.shape[1] == 0 and enc.frames_to_next_chunk(state) == 1
+        out, _, state = enc.streaming_forward(x[:, pos + need - 1 : pos + need], state)
+        assert out.shape[1] == 3
+        pos += need
+
+
+def test_streams_share_positional_tables_until_the_weights_change():
+    enc = _encoder(pos_type="rel_pos", conv_causal=True)
+    x, x_lens = _batch(lens=(61,))
+    first = enc.init_streaming_state(1, chunk_size=4, left_context=8)
+    assert enc.init_streaming_state(1, chunk_size=2).pos_memos is first.pos_memos
+    _stream(enc, x, x_lens, 4, 8, sizes=[9])
+    assert first.pos_memos[0]  # the whole chunks' table, now shared
+    with torch.no_grad():
+        enc.blocks[0].attn.linear_pos.weight.mul_(1.5)  # in place: the same storage
+    assert enc.init_streaming_state(1, chunk_size=4).pos_memos is not first.pos_memos
+    with torch.no_grad():
+        full, _ = enc(x, x_lens, chunk_size=4, left_context=8)
+    streamed, _ = _stream(enc, x, x_lens, 4, 8, sizes=[9])
+    torch.testing.assert_close(streamed, full, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("mode", ["floor", "ceil"])
 def test_streaming_with_frame_stacking_front_end(mode):
     """w2v-BERT-style front end (stacking + projection), relative_key, odd lengths."""

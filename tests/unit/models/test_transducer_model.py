@@ -157,6 +157,18 @@ def test_predictor_output_depends_on_the_last_context_tokens_only():
     torch.testing.assert_close(uni(sos), torch.relu(uni.embedding(sos)))
 
 
+@pytest.mark.parametrize("context_size", [1, 2, 3])
+def test_predictor_step_is_the_unpadded_forward(context_size):
+    """``step`` (search: one context per row) gives ``forward(need_pad=False)[:, 0]``."""
+    torch.manual_seed(0)
+    pred = StatelessPredictor(VOCAB, 8, blank_id=0, context_size=context_size)
+    g = torch.Generator().manual_seed(4)
+    ctx = torch.randint(0, VOCAB, (5, context_size), generator=g)
+    torch.testing.assert_close(pred.step(ctx), pred(ctx, need_pad=False)[:, 0])
+    with pytest.raises(ValueError, match="context must be"):
+        pred.step(torch.zeros(2, context_size + 1, dtype=torch.long))
+
+
 def test_joiner_broadcast_and_pruned_inputs_agree():
     torch.manual_seed(0)
     joiner = Joiner(12, 8, 16, VOCAB)
