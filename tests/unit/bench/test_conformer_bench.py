@@ -59,7 +59,7 @@ def test_tiny_benchmark_times_both_models_and_matches_outputs(bench):
     report = bench.format_report(result, command="bench/conformer.py --tiny")
     assert "| forward | fp32 |" in report and "| forward+backward | fp32 |" in report
     assert ("PASS" in report) or ("MISS" in report)
-    assert "`bench/conformer.py --tiny`" in report
+    assert "bench/conformer.py --tiny`" in report  # prefixed by OMP_NUM_THREADS=1 when set
 
 
 def test_weight_copy_rejects_a_different_configuration(bench):
