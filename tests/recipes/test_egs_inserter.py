@@ -39,6 +39,7 @@ def _run(repo_root, root, *args):
            "--tokenizer-vocab", "300", "--text-steps", "3", "--speech-steps", "3",
            "--instruct-steps", "3", "--text-args", TINY, "--speech-args", TINY,
            "--instruct-args", TINY, "--limit-per-family", "1", "--max-new-tokens", "6",
+           "--encoder-adapt-steps", "2",
            "--results-md", str(root / "RESULTS.md"), *args]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     res = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
@@ -84,6 +85,18 @@ def test_inserter_egs_end_to_end(repo_root, inserter_run):
         (cache,) = (data / "bench" / "encoder_cache" / variant).glob("*/index.json")
         assert cache.parent.name == corpus_cache.parent.name  # one encoder
     assert (data / "lm_tokenizer" / "tokenizer.json").is_file()
+    # stage 1: the encoder adapted to English on the corpus's spoken spans; the speech LMs
+    # hold its encoder (not the base's), frozen
+    from speechfm.models.io import read_weights
+
+    adapted = read_weights(exp / "encoder_en" / "final")
+    base = read_weights(root / "ctc")
+    slm = read_weights(exp / "both_instruct" / "final")
+    tsv = (data / "encoder_asr.tsv").read_text().splitlines()
+    assert len(tsv) - 1 == index["segments"]["speech"]
+    keys = [k for k in adapted if k.startswith("encoder.conformer.")]
+    assert keys and all(torch.equal(slm[k], adapted[k]) for k in keys)
+    assert any(not torch.equal(base[k], adapted[k]) for k in keys)
     # stages 2-4: every run exported, each speech run read the stage-1 cache
     for mode in MODES:
         s = json.loads((exp / f"speech_{mode}" / "train_summary.json").read_text())
@@ -104,7 +117,8 @@ def test_inserter_egs_end_to_end(repo_root, inserter_run):
             assert r[cond]["all"]["total"] == 15 and r[cond]["unseen"]["total"] == 1, (system,
                                                                                       cond)
         if system == "text":
-            assert r["asr"] == str(root / "ctc") and r["cascade_noisy"]["asr_wer"] >= 0
+            assert r["asr"] == str(exp / "encoder_en" / "final")
+            assert r["cascade_noisy"]["asr_wer"] >= 0
     # stage 6: the tables
     text = (root / "RESULTS.md").read_text()
     for heading in ("## Data", "## Accuracy (%) by input", "## Speech–text gap",

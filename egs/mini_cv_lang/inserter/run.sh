@@ -10,13 +10,17 @@
 #   ./run.sh --stage 5 --limit-per-family 5    # a quick evaluation of what is trained
 #
 # Stages (each skips what its .done markers say is done; 6 always reruns):
-#   0  the speech encoder (and the cascade's ASR): --encoder DIR, a speechfm model directory;
-#      the default, ../asr's multilingual CTC model (it covers English), is trained by
+#   0  the base speech encoder: --encoder DIR, a speechfm model directory; the default,
+#      ../asr's multilingual CTC model (it covers English), is trained by
 #      ../asr/run.sh --stop-stage 1 when it is missing
 #   1  data (recipes/inserter/data.py): the interleaved corpus from the English UDHR
 #      (--udhr) + --generated-docs wordfreq documents (+ --text-files) -> DATA/interleaved;
 #      the benchmark, --n-per-family items per rule family, clean and noisy audio by the
-#      test voice pool -> DATA/bench; the encoder's outputs for both, computed once
+#      test voice pool -> DATA/bench; with --encoder-adapt-steps N > 0 (the default), the
+#      encoder is first adapted to English: speechfm finetune of --encoder on the corpus's
+#      spoken spans (local/asr_manifest.py; train voices only), N updates -> EXP/encoder_en,
+#      whose encoder every speech LM uses (frozen) and which is the cascade's ASR; the
+#      encoder's outputs for the corpus and the benchmark, computed once
 #      (local/cache_encoder.py) -> DATA/interleaved/encoder_cache, DATA/bench/encoder_cache
 #   2  the LM tokenizer (byte-level BPE; skipped with --lm-from) -> DATA/lm_tokenizer, and
 #      the text stage (corpus text + text instructions) -> EXP/text
@@ -42,8 +46,10 @@ nj=2
 data_dir=data             # DATA
 exp_dir=exp               # EXP
 recipes=../../../recipes
-encoder=../asr/exp/ctc/final  # the speech encoder (any speechfm model dir with an encoder)
-asr=                      # the cascade's ASR model; default --encoder; none = no cascade
+encoder=../asr/exp/ctc/final  # the base speech encoder (any speechfm model dir with one)
+encoder_adapt_steps=600   # stage 1: English ASR fine-tuning of --encoder (0: use it as it is)
+asr=                      # the cascade's ASR model; default: the speech encoder's model;
+                          # none = no cascade
 asr_args=                 # extra options of ../asr/run.sh (stage 0, default encoder missing)
 seed=0                    # corpus plan: spans, voices, noise, generated documents
 udhr=true                 # the English UDHR in the corpus
@@ -57,7 +63,7 @@ tokenizer_vocab=2000
 modes="asr interleave both"
 text_steps=4000           # the budgets: updates and wall-clock minutes per run (text: 3,679
                           # updates in 22 min gave 68 % text accuracy; 1,500 gave 34 %)
-text_minutes=25
+text_minutes=22
 speech_steps=1000
 speech_minutes=30
 instruct_steps=300
@@ -79,7 +85,9 @@ exp=$exp_dir
 corpus=$data/interleaved
 bench=$data/bench
 default_encoder=../asr/exp/ctc/final
-[ -z "$asr" ] && asr=$encoder
+speech_encoder=$encoder   # what the speech LMs use: --encoder, or its English adaptation
+[ "$encoder_adapt_steps" -gt 0 ] && speech_encoder=$exp/encoder_en/final
+[ -z "$asr" ] && asr=$speech_encoder
 mkdir -p "$data" "$exp"
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
@@ -93,7 +101,7 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
     # shellcheck disable=SC2086
     bash ../asr/run.sh --stage 0 --stop-stage 1 $asr_args
   fi
-  log "Stage 0: speech encoder $encoder, cascade ASR $asr"
+  log "Stage 0: base speech encoder $encoder; the speech LMs use $speech_encoder, the cascade $asr"
 fi
 if [ ! -f "$encoder/config.json" ] && [ $stage -le 5 ] && [ $stop_stage -ge 1 ]; then
   log "no speech encoder $encoder: run stage 0 (or ../asr/run.sh --stop-stage 1)"; exit 1
@@ -116,8 +124,22 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
       --seed "$bench_seed" --num-workers "$nj"
     touch "$bench/.done"
   fi
+  if [ "$encoder_adapt_steps" -gt 0 ] && [ ! -f "$exp/encoder_en/.done" ]; then
+    resume=
+    [ -f "$exp/encoder_en/finetune.json" ] && resume=--resume
+    log "Stage 1: adapt $encoder to English on the corpus's spoken spans ($encoder_adapt_steps updates${resume:+, resumed}) -> $exp/encoder_en"
+    python local/asr_manifest.py --corpus "$corpus" --out "$data/encoder_asr.tsv"
+    # shellcheck disable=SC2086  # resume: empty or one word
+    speechfm finetune --base "$encoder" --data "$data/encoder_asr.tsv" --lang en \
+      --out "$exp/encoder_en" --tokenizer char --max-steps "$encoder_adapt_steps" \
+      --batch-seconds 90 --num-workers 0 $resume
+    touch "$exp/encoder_en/.done"
+  fi
   log "Stage 1: encoder outputs of the corpus and the benchmark (once per encoder)"
-  python local/cache_encoder.py --encoder "$encoder" --corpus "$corpus" --bench "$bench"
+  python local/cache_encoder.py --encoder "$speech_encoder" --corpus "$corpus" --bench "$bench"
+fi
+if [ ! -f "$speech_encoder/config.json" ] && [ $stage -le 5 ] && [ $stop_stage -ge 2 ]; then
+  log "no speech encoder $speech_encoder: run stage 1"; exit 1
 fi
 
 train() {  # stage, exp dir, config, what it is, key=value overrides...
@@ -151,7 +173,7 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   # shellcheck disable=SC2086
   train 2 "$exp/text" "$conf/text.yaml" "text stage, $text_steps steps / $text_minutes min" \
     interleaved_dir="$corpus" lm_tokenizer="$tokenizer" \
-    encoder_from="$encoder" ${lm_from:+lm_from="$lm_from"} max_steps="$text_steps" \
+    encoder_from="$speech_encoder" ${lm_from:+lm_from="$lm_from"} max_steps="$text_steps" \
     max_minutes="$text_minutes" $text_args
 fi
 
@@ -205,5 +227,5 @@ fi
 if [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   log "Stage 6: tables -> $results_md"
   python local/write_results.py --exp "$exp" --data "$data" --modes "${modes// /,}" \
-    --encoder "$encoder" --asr "$asr" --out "$results_md" --command "$__run_cmd"
+    --encoder "$speech_encoder" --asr "$asr" --out "$results_md" --command "$__run_cmd"
 fi
