@@ -30,7 +30,10 @@
 #                                  audio, --pretrain-steps), then the same fine-tuning; the
 #                                  continued encoder of the first amount is reused after it
 #        EXP/<lang>_<M>min_multi   fine-tuning with --related-data mixed in (1:1 in audio)
-#      and the base without adaptation on the same test set -> EXP/base_<lang>
+#      and the base without adaptation on the same test set -> EXP/base_<lang>; and a check of
+#      what continued pretraining did to the encoder: the base's own CTC head on the
+#      continued encoder, on --related's dev utterances the base was trained to recognise
+#      (--diag-cuts), next to the base -> EXP/diag_cpt/{base,cpt}
 #   3  real speech: festvox_ru, fine-tuning the base on 5 / 15 / 30 min vs training the same
 #      architecture from scratch (speechfm finetune --from-scratch) on the same minutes, and
 #      the base before adaptation; FSDD digits, the same three -> EXP/festvox_*, EXP/fsdd_*
@@ -55,6 +58,7 @@ steps="10:300 30:600"     # fine-tuning updates per amount (the same for the thr
 pretrain_steps=400        # continued pretraining updates (system cpt, once)
 related_ratio=1.0         # related audio per new-language training audio (system multi)
 related_data=             # its labelled data (default: --related's mini_cv_lang training cuts)
+diag_cuts=../mini_cv_lang/data/clean/cuts_dev.jsonl.gz  # the base's dev data (stage 2 check)
 real=true                 # stage 3: the real-speech runs
 festvox_root=             # default ../shared/data/festvox_ru beside the repository
 festvox_amounts="5 15 30"
@@ -188,6 +192,15 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
       "${common[@]}" --related-data "$related_cuts" --related-ratio "$related_ratio"
   done
   decode_base "$exp/base_$lang/test" "$test"
+  if [ -n "$cpt_base" ] && [ -f "$diag_cuts" ]; then
+    diag=$exp/diag_cpt
+    mkdir -p "$diag"
+    python ../mini_cv_lang/local/select_cuts.py langs --cuts "$diag_cuts" --langs "$related" \
+      --out "$diag/cuts.jsonl.gz" --drop-features > /dev/null
+    decode_base "$diag/base" "$diag/cuts.jsonl.gz"
+    log "Stage 2: the base's head on the continued encoder ($cpt_base), $related dev -> $diag/cpt"
+    speechfm decode "$cpt_base" --cuts "$diag/cuts.jsonl.gz" --out-dir "$diag/cpt" > /dev/null
+  fi
 fi
 
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ] && [ "$real" = true ]; then

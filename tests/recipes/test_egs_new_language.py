@@ -26,6 +26,7 @@ def _run(repo_root, root, *args):
            "--exp-dir", str(root / "exp"), "--base", str(root / "base"), "--utts", "30",
            "--amounts", "0.5 1", "--steps", "0.5:2 1:2", "--pretrain-steps", "2",
            "--related-data", str(root / "ru" / "cuts_train.jsonl.gz"),
+           "--diag-cuts", str(root / "ru" / "cuts_dev.jsonl.gz"),
            "--festvox-amounts", "0.5 1", "--festvox-steps", "0.5:2 1:2",
            "--festvox-test-minutes", "0.5", "--festvox-dev-minutes", "0.3",
            "--fsdd-root", str(root / "fsdd"), "--fsdd-steps", "2",
@@ -96,6 +97,9 @@ def test_new_language_egs_end_to_end(new_language_run):
     second = _opts(exp / "uk_1min_cpt")
     assert second["base"].endswith("uk_0.5min_cpt/pretrain/merged") and not second["unlabelled"]
     assert not (exp / "uk_1min_cpt" / "pretrain").exists()
+    # the check of the continued encoder: the base's head on it and on the base's encoder
+    for name in ("base", "cpt"):
+        assert json.loads((exp / "diag_cpt" / name / "results.json").read_text())["num_scored"] > 0
     for m in ("0.5", "1"):
         info = json.loads((exp / f"uk_{m}min_multi" / "data" / "data.json").read_text())
         assert info["related"]["taken"]["utterances"] > 0
@@ -118,6 +122,7 @@ def test_new_language_egs_end_to_end(new_language_run):
         numbers = [c for c in cells if re.fullmatch(r"\d+\.\d", c)]
         assert len(numbers) >= 2, row
     assert "one speaker: text-disjoint, not speaker-disjoint" in md
+    assert "What continued pretraining did to the encoder" in md
 
 
 @pytest.mark.slow

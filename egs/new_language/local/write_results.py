@@ -76,6 +76,12 @@ def synthetic_table(exp: Path, lang: str, related: str, amounts: list[str]) -> l
     if pre is not None:
         rows += ["", f"Continued pretraining (w2v-BERT, in `{pre}/pretrain`, reused by every "
                  f"amount): {_train(pre, 'pretrain')} updates."]
+    diag = {name: _json(exp / "diag_cpt" / name / "results.json") for name in ("base", "cpt")}
+    if all(diag.values()):
+        rows += ["", f"What continued pretraining did to the encoder: the base's own CTC head "
+                 f"on {related} dev utterances the base was trained on ({diag['base']['num_scored']} "
+                 f"utterances): {_rate(diag['base'], 'cer')} % CER on the base's encoder, "
+                 f"{_rate(diag['cpt'], 'cer')} % on the continued one (`EXP/diag_cpt`)."]
     return rows
 
 
