@@ -6,7 +6,7 @@
 # same text corpus, or both; then each follows *spoken* instructions only by transfer.
 # Scored by rule on a benchmark with a held-out rule family, spoken by unseen voices.
 #
-#   ./run.sh                                   # every stage (about 1 h on 2 CPU cores)
+#   ./run.sh                                   # every stage (about 2 h on 2 CPU cores)
 #   ./run.sh --stage 5 --limit-per-family 5    # a quick evaluation of what is trained
 #
 # Stages (each skips what its .done markers say is done; 6 always reruns):
