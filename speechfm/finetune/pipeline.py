@@ -33,7 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from speechfm.errors import DataError, SpeechfmError
-from speechfm.finetune.plan import TRANSDUCER, BaseInfo, FinetuneOptions, Plan, inspect_base, make_plan
+from speechfm.finetune.plan import (
+    TRANSDUCER,
+    BaseInfo,
+    FinetuneOptions,
+    Plan,
+    inspect_base,
+    make_plan,
+)
 
 __all__ = ["RECIPES_DIR", "finetune", "load_recipe", "merge_encoder", "merge_language_adapter"]
 

@@ -94,7 +94,13 @@ from speechfm.train.distributed import (
     wrap_model,
 )
 from speechfm.train.ema import EmaWeights, cosine_momentum
-from speechfm.train.logging import TrainLogger, plot_curves, read_scalars, setup_logging, splice_tables
+from speechfm.train.logging import (
+    TrainLogger,
+    plot_curves,
+    read_scalars,
+    setup_logging,
+    splice_tables,
+)
 from speechfm.train.loop import (
     EpochSummary,
     StepResult,
@@ -169,6 +175,7 @@ __all__ = [
     "seed_everything",
     "set_rng_state",
     "setup_logging",
+    "splice_tables",
     "train_one_epoch",
     "train_step",
     "unwrap_model",
