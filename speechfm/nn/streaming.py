@@ -8,7 +8,7 @@ Streaming happens at two levels:
    they hold the next whole chunk's outputs, and the front end then runs on exactly those
    ``(chunk_size - 1) * stride + receptive_field`` frames (:func:`chunk_frames`), as the
    ONNX streaming export does: the computation does not depend on how the frames were
-   split into calls. :func:`front_end_step` flushes what is left at the end of a stream.
+   split into calls. :func:`front_end_flush` runs it over what is left at the end.
 2. The blocks: each chunk of ``chunk_size`` front-end outputs attends to itself and to a
    key/value cache of the last ``left_context`` frames per layer, and its causal
    convolutions continue from a cache of ``kernel - 1`` frames.  This equals the
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["StreamingState", "chunk_frames", "front_end_step", "trim_kv_cache"]
+__all__ = ["StreamingState", "chunk_frames", "front_end_flush", "trim_kv_cache"]
 
 
 @dataclass
@@ -72,51 +72,28 @@ def trim_kv_cache(
     return k[:, :, start:], v[:, :, start:]
 
 
-def front_end_step(
-    front_end: nn.Module,
-    buffer: torch.Tensor | None,
-    x: torch.Tensor,
-    x_lens: torch.Tensor | None,
-    final: bool,
-) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """Feed raw frames to a streamable front end.
+def front_end_flush(
+    front_end: nn.Module, frames: torch.Tensor, lens: torch.Tensor | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The front end over the raw frames left at the end of a stream (fewer than a chunk's).
 
     Args:
-        front_end: module with ``receptive_field``, ``time_stride`` and ``streamable``,
-            called as ``front_end(x, x_lens) -> (y, y_lens)``.
-        buffer: (N, b, F) raw frames left from earlier calls, or None.  ``b`` is the same
-            for all streams and the buffer starts at a multiple of ``time_stride``.
-        x: (N, t, F) new raw frames.
-        x_lens: (N,) valid new frames per stream; only the final call may have fewer
-            than ``t``.
-        final: no more frames follow; flush everything.
+        front_end: module with ``streamable``, called as ``front_end(x, x_lens) -> (y, y_lens)``.
+        frames: (N, t, F) the raw frames not yet through the front end.
+        lens: (N,) valid frames per stream, or None (all ``t``).
 
     Returns:
-        y: (N, t', C) new output frames, or None if there are none.
-        y_lens: (N,) valid new output frames, or None.
-        buffer: the raw frames to keep, or None.
+        y: (N, t', C) every output frame they complete, or None if there is none.
+        y_lens: (N,) valid output frames per stream, or None.
     """
     if not getattr(front_end, "streamable", False):
         raise ValueError(f"{type(front_end).__name__} pads in time and cannot stream exactly")
-    n = x.shape[0]
-    b = 0 if buffer is None else buffer.shape[1]
-    frames = x if buffer is None else torch.cat((buffer, x.to(buffer.dtype)), dim=1)
-    if final:
-        new = torch.full((n,), x.shape[1], dtype=torch.int64, device=x.device)
-        lens = b + (new if x_lens is None else x_lens.to(torch.int64))
-        y, y_lens = front_end(frames, lens)
-        keep = int(y_lens.max()) if n else 0
-        return (y[:, :keep], y_lens, None) if keep else (None, None, None)
-    rf, stride = front_end.receptive_field, front_end.time_stride
-    total = frames.shape[1]
-    count = (total - rf) // stride + 1 if total >= rf else 0
-    if count == 0:
-        return None, None, frames
-    used = (count - 1) * stride + rf
-    lens = torch.full((n,), used, dtype=torch.int64, device=x.device)
-    y, _ = front_end(frames[:, :used], lens)
-    y_lens = torch.full((n,), count, dtype=torch.int64, device=x.device)
-    return y[:, :count], y_lens, frames[:, count * stride :]
+    n = frames.shape[0]
+    if lens is None:
+        lens = torch.full((n,), frames.shape[1], dtype=torch.int64, device=frames.device)
+    y, y_lens = front_end(frames, lens.to(torch.int64))
+    keep = int(y_lens.max()) if n else 0
+    return (y[:, :keep], y_lens) if keep else (None, None)
 
 
 def chunk_frames(front_end: nn.Module, chunk_size: int) -> tuple[int, int]:

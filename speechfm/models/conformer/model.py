@@ -19,7 +19,7 @@ from speechfm.nn.masks import (
     sample_dynamic_chunk,
 )
 from speechfm.nn.positional import sinusoidal_embedding
-from speechfm.nn.streaming import StreamingState, chunk_frames, front_end_step, trim_kv_cache
+from speechfm.nn.streaming import StreamingState, chunk_frames, front_end_flush, trim_kv_cache
 
 __all__ = ["ConformerEncoder"]
 
@@ -405,7 +405,7 @@ class ConformerEncoder(AdapterHost, nn.Module):
             # The last, partial chunk(s): the front end over everything left, per-stream
             # lengths from the final call's x_lens.
             rest_lens = None if x_lens is None else x_lens.to(torch.int64) - t + rest.shape[1]
-            y, y_lens, _ = front_end_step(self.front_end, None, rest, rest_lens, True)
+            y, y_lens = front_end_flush(self.front_end, rest, rest_lens)
             if y is not None and y_lens is not None:
                 for done in range(0, y.shape[1], chunk):
                     piece = y[:, done : done + chunk]
