@@ -432,6 +432,11 @@ def _train_config(options: FinetuneOptions, plan: Plan, base: BaseInfo, init: Pa
         return dict(settings, foundation=str(init), language=options.lang, method="adapter",
                     adapter=plan.adapter, specaugment=t["specaugment"], average="best",
                     select_metric="cer", transducer_loss={"warm_steps": 0, "ctc_scale": 0.0})
+    def starts(prefixes: list[str]) -> list[str]:
+        """What ``init_from`` gives: the encoders' weights, or with --from-scratch only
+        their feature normalisation (the same architecture, none of the trained weights)."""
+        return [p + "cmvn." for p in prefixes] if options.from_scratch else prefixes
+
     common = dict(settings, tokenizer=str(exp / "data" / "tokenizer"), targets=plan.targets,
                   encoder_from_init=True, init_from=str(init),
                   freeze_encoder_steps=t["freeze_encoder_steps"])
@@ -441,18 +446,14 @@ def _train_config(options: FinetuneOptions, plan: Plan, base: BaseInfo, init: Pa
         if model.get("second_encoder") is not None:
             overrides["second_encoder"] = model["second_encoder"]
             prefixes.append("second_encoder.")
-        if options.from_scratch:  # the architecture and feature normalisation only
-            prefixes = [p + "cmvn." for p in prefixes]
-        return dict(common, model_size="transducer_small", init_prefixes=prefixes,
+        return dict(common, model_size="transducer_small", init_prefixes=starts(prefixes),
                     model={**overrides, "ctc_head": False, "encoder": encoder},
                     transducer_loss={"warm_steps": max(1, t["max_steps"] // 5), "ctc_scale": 0.0})
     head = {"head_dropout": model.get("head_dropout", 0.1)}
     if plan.recipe == "whistle":
         return dict(common, model_size="whistle_small", head_from_init=True,
                     model={**head, "encoder": encoder})
-    # --from-scratch: the same architecture and feature normalisation, no trained weights
-    return dict(common, model_size="ctc_small",
-                init_prefixes=["encoder.cmvn." if options.from_scratch else "encoder."],
+    return dict(common, model_size="ctc_small", init_prefixes=starts(["encoder."]),
                 model={**head, "encoder": encoder}, adapter=plan.adapter)
 
 
