@@ -51,7 +51,6 @@ are cut at pauses into pieces and stitched, with memory bounded whatever the len
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -880,16 +879,11 @@ class SpeechModel:
     def framing(self) -> dict[str, str]:
         """The prompt framing a speech LM was trained with: ``{"prompt_before",
         "prompt_after", ...}`` from its directory's ``inserter.json`` (written by
-        recipes/inserter), or ``{}`` when it has none."""
+        recipes/inserter; :func:`speechfm.models.speech_lm.read_framing`), or ``{}``."""
         if "_framing" not in self.__dict__:
-            found: dict[str, str] = {}
-            file = Path(self.path) / "inserter.json" if self.path is not None else None
-            if file is not None and file.is_file():
-                try:
-                    found = dict(json.loads(file.read_text(encoding="utf-8")).get("framing") or {})
-                except (ValueError, AttributeError) as e:
-                    raise SpeechfmError(f"{file}: not a valid inserter.json ({e})") from e
-            self.__dict__["_framing"] = found
+            from speechfm.models.speech_lm.prompt import read_framing
+
+            self.__dict__["_framing"] = {} if self.path is None else read_framing(self.path)
         return self.__dict__["_framing"]
 
     def respond(self, audio: AudioInput | None = None, *, text: str | None = None,

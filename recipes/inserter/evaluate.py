@@ -54,9 +54,10 @@ def _sibling(name: str):
 def model_prompts(model_dir: str | Path) -> tuple[str, str]:
     """(prompt_before, prompt_after) the model was trained with: its ``inserter.json``, or
     the recipe's defaults for a directory without one."""
-    path = Path(model_dir) / "inserter.json"
-    if path.is_file():
-        framing = json.loads(path.read_text(encoding="utf-8"))["framing"]
+    from speechfm.models.speech_lm import read_framing
+
+    framing = read_framing(model_dir)
+    if framing:
         return framing["prompt_before"], framing["prompt_after"]
     fields = _sibling("train").InserterConfig.__dataclass_fields__
     return fields["prompt_before"].default, fields["prompt_after"].default

@@ -70,6 +70,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from speechfm.models.speech_lm.prompt import FRAMING_FILE
 from speechfm.train import RunConfig
 from speechfm.train.optim import OptimizerConfig
 from speechfm.train.schedulers import SchedulerConfig
@@ -80,8 +81,9 @@ STAGES = ("tokenizer", "text", "speech", "instruct")
 MODES = ("asr", "interleave", "both")
 SPEECH_PREFIXES = ("adaptor.", "speech_begin", "speech_end")
 """Parameters that only speech reaches (frozen in the text-only stages)."""
-INFO_FILE = "inserter.json"
-"""The recipe's note in an exported model directory (prompts, stages)."""
+INFO_FILE = FRAMING_FILE  # "inserter.json"
+"""The recipe's note in an exported model directory (prompts, stages); its framing is
+what ``speechfm.load(dir).respond`` uses by default (``read_framing``)."""
 
 
 def _data():

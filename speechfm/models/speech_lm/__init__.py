@@ -19,7 +19,12 @@ from speechfm.models.speech_lm.factory import (
     speech_lm_from_pretrained_lm,
 )
 from speechfm.models.speech_lm.model import IGNORE, FrameStackAdaptor, SpeechLM, SpeechLMInputs
-from speechfm.models.speech_lm.prompt import decode_response, prompt_segments, text_ids
+from speechfm.models.speech_lm.prompt import (
+    decode_response,
+    prompt_segments,
+    read_framing,
+    text_ids,
+)
 from speechfm.models.speech_lm.segments import Segment, SpeechSegment, TextSegment
 from speechfm.models.speech_lm.tokenizer import (
     load_lm_tokenizer,
@@ -47,6 +52,7 @@ __all__ = [
     "speech_lm_from_pretrained_lm",
     "speech_lm_small",
     "speech_lm_tiny",
+    "read_framing",
     "text_ids",
     "train_lm_tokenizer",
 ]

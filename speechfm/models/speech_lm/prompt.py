@@ -15,13 +15,38 @@ give exactly the same prompt tokens around the speech or the text. Instruction f
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from speechfm.models.speech_lm.segments import Segment, SpeechSegment, TextSegment
 
-__all__ = ["decode_response", "prompt_segments", "text_ids"]
+__all__ = ["FRAMING_FILE", "decode_response", "prompt_segments", "read_framing", "text_ids"]
+
+FRAMING_FILE = "inserter.json"
+"""The file of a speech LM model directory (written by recipes/inserter) whose
+``"framing"`` holds the prompts it was trained with."""
+
+
+def read_framing(model_dir: str | os.PathLike) -> dict[str, str]:
+    """The prompt framing (``{"prompt_before", "prompt_after", ...}``) a speech LM in
+    ``model_dir`` was trained with, from its :data:`FRAMING_FILE`; ``{}`` without one.
+
+    Raises:
+        SpeechfmError: the file is there but not a JSON object with a framing object.
+    """
+    from speechfm.errors import SpeechfmError
+
+    file = Path(model_dir) / FRAMING_FILE
+    if not file.is_file():
+        return {}
+    try:
+        return dict(json.loads(file.read_text(encoding="utf-8")).get("framing") or {})
+    except (ValueError, AttributeError, TypeError) as e:
+        raise SpeechfmError(f"{file}: not a valid {FRAMING_FILE} ({e})") from e
 
 
 def text_ids(tokenizer: Any, text: str) -> list[int]:
