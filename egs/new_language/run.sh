@@ -105,13 +105,17 @@ finetune() {  # exp dir, what it is, speechfm finetune options...
   touch "$dir/.done"
 }
 
-decode_base() {  # out dir, test cuts: the base before any adaptation
-  local out=$1 cuts=$2
-  if [ -f "$out/results.json" ] && [ "$out/results.json" -nt "$base/model.safetensors" ]; then
+decode_model() {  # model dir, out dir, cuts, what it is: skipped when decoded after the model
+  local model=$1 out=$2 cuts=$3 what=$4
+  if [ -f "$out/results.json" ] && [ "$out/results.json" -nt "$model/model.safetensors" ]; then
     return 0
   fi
-  log "the base without adaptation on $cuts -> $out"
-  speechfm decode "$base" --cuts "$cuts" --out-dir "$out" > /dev/null
+  log "$what on $cuts -> $out"
+  speechfm decode "$model" --cuts "$cuts" --out-dir "$out" > /dev/null
+}
+
+decode_base() {  # out dir, test cuts: the base before any adaptation
+  decode_model "$base" "$1" "$2" "the base without adaptation"
 }
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
@@ -198,8 +202,8 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
     python ../mini_cv_lang/local/select_cuts.py langs --cuts "$diag_cuts" --langs "$related" \
       --out "$diag/cuts.jsonl.gz" --drop-features > /dev/null
     decode_base "$diag/base" "$diag/cuts.jsonl.gz"
-    log "Stage 2: the base's head on the continued encoder ($cpt_base), $related dev -> $diag/cpt"
-    speechfm decode "$cpt_base" --cuts "$diag/cuts.jsonl.gz" --out-dir "$diag/cpt" > /dev/null
+    decode_model "$cpt_base" "$diag/cpt" "$diag/cuts.jsonl.gz" \
+      "Stage 2: the base's head on the continued encoder ($cpt_base), $related dev"
   fi
 fi
 

@@ -133,4 +133,5 @@ def test_new_language_egs_rerun_skips_what_is_done(repo_root, new_language_run):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "speechfm finetune" not in res.stdout and "stage train" not in res.stdout
     assert res.stderr.count("is done") == 12
+    assert "continued encoder" not in res.stderr  # its check is not decoded again
     assert "prose kept" in (root / "RESULTS.md").read_text()
